@@ -1,0 +1,112 @@
+"""``load_model`` / ``save_model``: strict loading of official-layout checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sapiens2.checkpoints.errors import CheckpointError, list_names
+from sapiens2.checkpoints.hub import resolve_source
+from sapiens2.checkpoints.infer import detect_task, infer_arch, infer_head, split_task_state_dict
+from sapiens2.checkpoints.io import read_state_dict, write_state_dict
+from sapiens2.device import resolve_device, resolve_dtype
+from sapiens2.models import Sapiens2, TaskModel, build_model
+
+
+def load_state_dict_strict(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], *, assign: bool = False
+) -> None:
+    """``load_state_dict(strict=True)`` with an error that names every problem at once."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    mismatched = [
+        f"{k} (checkpoint {tuple(sd[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in sd and sd[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {list_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {list_names(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {list_names(mismatched, 4)}")
+    if problems:
+        raise CheckpointError("checkpoint does not fit the model; " + "; ".join(problems))
+    model.load_state_dict(sd, strict=True, assign=assign)
+
+
+def load_model(
+    source: str | Path | Mapping[str, torch.Tensor],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    local_files_only: bool | None = None,
+) -> Sapiens2 | TaskModel:
+    """Loads an official Sapiens2 backbone or task checkpoint, strictly.
+
+    Args:
+        source: a ``.safetensors`` / ``.pth`` file, a folder holding one, a hub id such as
+            ``facebook/sapiens2-pretrain-0.4b`` or ``facebook/sapiens2-seg-1b`` (fetched and cached
+            by huggingface_hub; ``HF_HUB_OFFLINE=1`` uses the cache only), ``<repo>/<file>``, or a
+            state dict (tensors may be on ``meta``; then ``device="meta"`` builds without memory).
+        device: ``None`` (cpu), ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``, ``"meta"``.
+        dtype: parameter dtype (default float32); the RoPE tables keep their own dtype.
+
+    Returns:
+        ``Sapiens2`` for a backbone checkpoint, ``TaskModel`` for a task checkpoint (``backbone.*``
+        + ``decode_head.*``), in eval mode. The arch is inferred from tensor shapes.
+
+    Raises:
+        CheckpointError: not a Sapiens2 checkpoint, unreadable, or keys/shapes that do not fit.
+    """
+    dev = resolve_device(device)
+    if isinstance(source, Mapping):
+        sd = dict(source)
+        origin = "state dict"
+    else:
+        path = resolve_source(
+            source, cache_dir=cache_dir, revision=revision, local_files_only=local_files_only
+        )
+        sd = read_state_dict(path, device="meta" if dev.type == "meta" else "cpu")
+        origin = str(path)
+    try:
+        backbone_sd, head_sd = split_task_state_dict(sd)
+        arch = infer_arch(backbone_sd)
+        task = detect_task(head_sd)
+        head = infer_head(task, head_sd) if task else None
+        model = build_model(arch, task, head, device="meta")
+        load_state_dict_strict(model, sd, assign=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"{origin}: {err}") from None
+    dt = resolve_dtype(dtype) or torch.float32
+    if dev.type != "meta":
+        model = model.to(device=dev, dtype=dt)
+    return model.eval()
+
+
+def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The official layout: RoPE periods stored in the RoPE dtype (bfloat16 for released models)."""
+    sd = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, Sapiens2):
+            key = f"{name}.rope_embed.periods" if name else "rope_embed.periods"
+            sd[key] = sd[key].to(module.cfg.torch_rope_dtype)
+    return sd
+
+
+def save_model(model: Sapiens2 | TaskModel, path: str | Path) -> Path:
+    """Writes ``model`` as a ``.safetensors`` file in the official key layout (loadable by
+    :func:`load_model` and by the reference code)."""
+    if not isinstance(model, Sapiens2 | TaskModel):
+        raise TypeError(f"save_model expects a Sapiens2 or TaskModel, got {type(model).__name__}")
+    meta = {"sapiens2_arch": (model.cfg if isinstance(model, Sapiens2) else model.arch).name}
+    if isinstance(model, TaskModel):
+        meta["sapiens2_task"] = model.task
+    return write_state_dict(state_dict_for_saving(model), path, metadata=meta)

@@ -1,0 +1,1 @@
+"""Data: task metadata, dataset formats, shards, transforms and synthetic humans."""

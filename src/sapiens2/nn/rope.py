@@ -1,0 +1,130 @@
+"""Axial 2-D rotary position embedding (DINOv3 style), as used by Sapiens2.
+
+The official model computes everything here in **bfloat16** by default: the periods, the token
+coordinates, the angles and their sine/cosine, and the rotation itself, after rounding q and k to
+bfloat16 (even in a float32 forward pass). The released weights were trained that way, so this is
+the default; ``dtype=torch.float32`` is available for new training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+CoordNorm = Literal["separate", "max", "min"]
+
+
+def rope_periods(head_dim: int, base: float, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """``base ** (2j / (head_dim/2))`` for ``j < head_dim/4``, every step in ``dtype``."""
+    j = torch.arange(head_dim // 4, dtype=dtype, device=device)
+    return base ** (2 * j / (head_dim // 2))
+
+
+class RopePositionEmbedding(nn.Module):
+    """Produces ``(sin, cos)`` tables of shape ``(Hp*Wp, head_dim)`` for a token grid.
+
+    Layout of the last dimension: ``[row | col | row | col]`` angles, each block ``head_dim/4`` wide,
+    so that rotation pairs ``(d, d + head_dim/2)`` share one angle.
+
+    Args:
+        head_dim: per-head channel count (divisible by 4).
+        base: period base (100 in Sapiens2).
+        normalize_coords: ``"separate"`` divides rows by Hp and columns by Wp; ``"max"``/``"min"``
+            divide both by ``max``/``min`` of (Hp, Wp).
+        dtype: the dtype of every RoPE computation (bfloat16 in the released models).
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        *,
+        base: float = 100.0,
+        normalize_coords: CoordNorm = "separate",
+        dtype: torch.dtype = torch.bfloat16,
+        device=None,
+    ) -> None:
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f"RoPE needs head_dim divisible by 4, got {head_dim}")
+        if normalize_coords not in ("separate", "max", "min"):
+            raise ValueError(f"unknown RoPE coordinate normalisation {normalize_coords!r}")
+        self.head_dim = head_dim
+        self.base = base
+        self.normalize_coords = normalize_coords
+        self.rope_dtype = dtype
+        # Persistent: the official checkpoints carry it (in bfloat16).
+        self.register_buffer("periods", torch.empty(head_dim // 4, dtype=dtype, device=device))
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.periods.device.type != "meta":
+            with torch.no_grad():
+                self.periods.copy_(rope_periods(self.head_dim, self.base, self.rope_dtype))
+        self._cache.clear()
+
+    def _coords(self, hp: int, wp: int, device) -> torch.Tensor:
+        dd = {"dtype": self.rope_dtype, "device": device}
+        if self.normalize_coords == "separate":
+            dh, dw = hp, wp
+        elif self.normalize_coords == "max":
+            dh = dw = max(hp, wp)
+        else:
+            dh = dw = min(hp, wp)
+        ch = torch.arange(0.5, hp, **dd) / dh
+        cw = torch.arange(0.5, wp, **dd) / dw
+        coords = torch.stack(torch.meshgrid(ch, cw, indexing="ij"), dim=-1).flatten(0, 1)
+        return 2.0 * coords - 1.0  # (HW, 2) in (-1, 1), [:, 0] = row
+
+    def forward(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        hp, wp = grid
+        periods = self.periods
+        key = (hp, wp, periods.device, periods.data_ptr(), periods._version)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        periods = periods.to(self.rope_dtype)
+        coords = self._coords(hp, wp, periods.device)
+        angles = 2 * math.pi * coords[:, :, None] / periods[None, None, :]  # (HW, 2, hd/4)
+        angles = angles.flatten(1, 2).tile(2)  # (HW, hd) = [row | col | row | col]
+        out = (torch.sin(angles), torch.cos(angles))
+        if len(self._cache) > 8:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
+
+    def _apply(self, fn, recurse=True):  # .to()/.cuda() invalidate the cached tables
+        self._cache.clear()
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, base={self.base}, dtype={self.rope_dtype}"
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotates the last ``sin.shape[0]`` tokens of ``q`` and ``k`` (``(B, heads, N, hd)``).
+
+    Leading (prefix) tokens are not rotated. q and k are cast to the table dtype for the rotation
+    and cast back afterwards, which rounds every token (prefix included) to that dtype.
+    """
+    q_dtype, k_dtype = q.dtype, k.dtype
+    rope_dtype = sin.dtype
+    prefix = q.shape[-2] - sin.shape[-2]
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(rope_dtype)
+        body = x[..., prefix:, :]
+        body = body * cos + rotate_half(body) * sin
+        return torch.cat([x[..., :prefix, :], body], dim=-2)
+
+    return rotate(q).to(q_dtype), rotate(k).to(k_dtype)

@@ -1,0 +1,39 @@
+"""Shared test helpers: the official golden fixtures copied into tests/fixtures/official."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OFFICIAL = FIXTURES / "official"
+
+
+def official(name: str) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """(weights path, io tensors, config) of an official fixture such as ``tiny_seg``."""
+    return (
+        OFFICIAL / f"{name}.safetensors",
+        load_file(OFFICIAL / f"{name}.io.safetensors"),
+        json.loads((OFFICIAL / f"{name}.json").read_text()),
+    )
+
+
+def assert_parity(
+    out: torch.Tensor, ref: torch.Tensor, max_rel=5e-4, mean_rel=5e-5
+) -> tuple[float, float]:
+    """The project's parity criterion: max|d| <= 5e-4 max|ref| and mean|d| <= 5e-5 max|ref|."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    scale = ref.abs().max().item()
+    d = (out.float() - ref.float()).abs()
+    mx, mean = d.max().item() / scale, d.mean().item() / scale
+    assert mx <= max_rel and mean <= mean_rel, f"max rel {mx:.3g}, mean rel {mean:.3g}"
+    return mx, mean
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,406 @@
+"""WebDataset-style tar shards: a deterministic writer and a random-access reader.
+
+A shard is a plain (USTAR) tar file named ``<split>-%06d.tar``; one sample is the consecutive members
+``<key>.<ext>`` sharing a key, e.g. ``0007.rgb.png``, ``0007.seg.png``, ``0007.pose.json`` (the
+extensions of :data:`sapiens2.data.formats.SHARD_EXT`). Image-only shards for pretraining hold one
+image per key with any image extension (``.jpg``, ``.png``, ...), of any size.
+
+The writer is byte-deterministic (members in the given order, zero mtimes/owners) and also writes
+``<split>-index.json`` with every member's data offset. The reader uses that index (or scans the tar
+headers when it is missing or stale) and then reads members with positional reads, so a map-style
+dataset on top of it can be used with any number of DataLoader workers and ranks; ordering, splitting
+and mid-epoch resumption are handled by :mod:`sapiens2.data.loader`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sapiens2.data.formats import (
+    IMAGE_SUFFIXES,
+    SHARD_EXT,
+    DataError,
+    DatasetFolder,
+    decode_image,
+    encode_camera,
+    encode_npy,
+    encode_png,
+)
+
+__all__ = [
+    "IMAGE_EXTS",
+    "ShardIndex",
+    "ShardWriter",
+    "encode_sample",
+    "write_folder_shards",
+    "write_image_shards",
+]
+
+logger = logging.getLogger(__name__)
+
+#: member extensions accepted as "the image" of a sample in image-only mode, in order of preference
+IMAGE_EXTS = ("rgb.png", "jpg", "jpeg", "png", "webp", "bmp")
+
+_INDEX_VERSION = 1
+
+
+def _check_key(key: str) -> None:
+    if not key or "." in key or "/" in key or "\\" in key or len(key) > 80 or not key.isprintable():
+        raise ValueError(
+            f"shard key {key!r} is invalid: keys must be 1-80 printable characters without '.', '/' or '\\'"
+        )
+
+
+def encode_sample(
+    image: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    seg: np.ndarray | None = None,
+    normal: np.ndarray | None = None,
+    pointmap: np.ndarray | None = None,
+    K: np.ndarray | None = None,
+    albedo: np.ndarray | None = None,
+    pose: list[dict[str, Any]] | None = None,
+) -> dict[str, bytes]:
+    """Encode one sample's arrays into ``{ext: bytes}`` members (order of :data:`SHARD_EXT`).
+
+    Args:
+        image: (H, W, 3) uint8 RGB. mask/seg: (H, W) uint8. normal/pointmap: (H, W, 3) float32.
+        K: (3, 3) intrinsics (written as camera JSON with the image size). albedo: (H, W, 3) uint8.
+        pose: this image's COCO annotation dicts (``goliath_wholebody_kpts`` etc.).
+    """
+    h, w = image.shape[:2]
+    out = {SHARD_EXT["image"]: encode_png(image)}
+    if mask is not None:
+        out[SHARD_EXT["mask"]] = encode_png(mask)
+    if seg is not None:
+        out[SHARD_EXT["seg"]] = encode_png(seg)
+    if normal is not None:
+        out[SHARD_EXT["normal"]] = encode_npy(np.asarray(normal, dtype=np.float32))
+    if pointmap is not None:
+        out[SHARD_EXT["pointmap"]] = encode_npy(np.asarray(pointmap, dtype=np.float32))
+    if K is not None:
+        out[SHARD_EXT["camera"]] = encode_camera(K, w, h)
+    if albedo is not None:
+        out[SHARD_EXT["albedo"]] = encode_png(albedo)
+    if pose is not None:
+        out[SHARD_EXT["pose"]] = json.dumps(pose).encode()
+    return out
+
+
+class ShardWriter:
+    """Write samples into ``<out_dir>/<split>-%06d.tar`` shards of ``samples_per_shard`` samples.
+
+    Use as a context manager; :meth:`close` writes ``<split>-index.json``. Output bytes depend only on
+    the samples written (deterministic).
+    """
+
+    def __init__(self, out_dir: str | Path, split: str = "train", samples_per_shard: int = 1000):
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.split = split
+        self.samples_per_shard = samples_per_shard
+        self.paths: list[Path] = []
+        self._tar: tarfile.TarFile | None = None
+        self._count = 0
+        self._index: list[dict[str, Any]] = []
+        self._keys: set[str] = set()
+
+    def _open_next(self) -> None:
+        self._close_current()
+        path = self.out_dir / f"{self.split}-{len(self.paths):06d}.tar"
+        self.paths.append(path)
+        self._tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed in _close_current)
+        self._index.append({"name": path.name, "samples": []})
+        self._count = 0
+
+    def _close_current(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._index[-1]["size"] = self.paths[-1].stat().st_size
+            self._tar = None
+
+    def write(self, key: str, files: Mapping[str, bytes]) -> None:
+        """Append one sample: ``files`` maps extensions (``"rgb.png"``, ``"jpg"``...) to bytes."""
+        _check_key(key)
+        if key in self._keys:
+            raise ValueError(f"ShardWriter: duplicate key {key!r}")
+        if not files:
+            raise ValueError(f"ShardWriter: sample {key!r} has no files")
+        if self._tar is None or self._count >= self.samples_per_shard:
+            self._open_next()
+        assert self._tar is not None
+        self._keys.add(key)
+        members = {}
+        for ext, data in files.items():
+            if not ext or "/" in ext or ext.startswith("."):
+                raise ValueError(f"ShardWriter: bad extension {ext!r} for key {key!r}")
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+            members[ext] = [info.offset_data, info.size]
+        self._index[-1]["samples"].append([key, members])
+        self._count += 1
+
+    def close(self) -> list[Path]:
+        """Finish the last shard and write the index; returns the shard paths."""
+        self._close_current()
+        index = {"version": _INDEX_VERSION, "shards": self._index}
+        (self.out_dir / f"{self.split}-index.json").write_text(json.dumps(index))
+        return list(self.paths)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_folder_shards(
+    root: str | Path, split: str, out_dir: str | Path, samples_per_shard: int = 1000
+) -> list[Path]:
+    """Pack a split folder of the on-disk format into shards (all fields that exist per sample).
+
+    Files are copied byte for byte; ``pose.json`` annotations go to ``<key>.pose.json`` by image.
+    Keys are the sample ids (they must not contain dots).
+    """
+    folder = DatasetFolder(root, split)
+    pose_path = folder.dir / "pose.json"
+    anns_by_file: dict[str, list] = {}
+    if pose_path.is_file():
+        d = json.loads(pose_path.read_text())
+        by_id = {im["id"]: Path(im["file_name"]).stem for im in d.get("images", [])}
+        for stem in by_id.values():
+            anns_by_file.setdefault(stem, [])
+        for a in d.get("annotations", []):
+            if a.get("image_id") not in by_id:
+                raise DataError(f"{pose_path}: annotation id={a.get('id')} refers to unknown image")
+            anns_by_file[by_id[a["image_id"]]].append(a)
+    with ShardWriter(out_dir, split, samples_per_shard) as writer:
+        for sid in folder.ids:
+            files: dict[str, bytes] = {}
+            img = folder.path("image", sid)
+            if img.suffix.lower() != ".png":
+                files[SHARD_EXT["image"]] = encode_png(decode_image(img.read_bytes(), str(img)))
+            else:
+                files[SHARD_EXT["image"]] = img.read_bytes()
+            for field in ("mask", "seg", "normal", "pointmap", "camera", "albedo"):
+                p = folder.path(field, sid)
+                if p.is_file():
+                    files[SHARD_EXT[field]] = p.read_bytes()
+            if sid in anns_by_file:
+                files[SHARD_EXT["pose"]] = json.dumps(anns_by_file[sid]).encode()
+            writer.write(sid, files)
+    return writer.paths
+
+
+def write_image_shards(
+    images: Iterable[str | Path],
+    out_dir: str | Path,
+    split: str = "train",
+    samples_per_shard: int = 1000,
+) -> list[Path]:
+    """Pack image files (any size; png/jpg/webp/bmp kept as-is) into image-only shards.
+
+    Keys are ``%09d`` running numbers (file names may contain dots); a ``<key>.json`` member keeps the
+    source file name.
+    """
+    with ShardWriter(out_dir, split, samples_per_shard) as writer:
+        for i, path in enumerate(images):
+            p = Path(path)
+            ext = p.suffix.lower().lstrip(".")
+            if f".{ext}" not in IMAGE_SUFFIXES:
+                raise DataError(f"{p}: not an image file (suffix {p.suffix!r})")
+            if not p.is_file():
+                raise DataError(f"{p}: missing image")
+            writer.write(
+                f"{i:09d}", {ext: p.read_bytes(), "json": json.dumps({"source": p.name}).encode()}
+            )
+    return writer.paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Reader
+
+
+@dataclass(frozen=True)
+class _Entry:
+    shard: int
+    key: str
+    members: dict[str, tuple[int, int]]  # ext -> (offset, size)
+
+
+def _scan_tar(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    seen: set[str] = set()
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                base = m.name.rsplit("/", 1)[-1]
+                if "." not in base:
+                    raise DataError(f"{path}: member {m.name!r} has no extension")
+                key, ext = base.split(".", 1)
+                if samples and samples[-1][0] == key:
+                    samples[-1][1][ext] = (m.offset_data, m.size)
+                    continue
+                if key in seen:
+                    raise DataError(f"{path}: members of sample {key!r} are not consecutive")
+                seen.add(key)
+                samples.append((key, {ext: (m.offset_data, m.size)}))
+    except tarfile.TarError as e:
+        raise DataError(f"{path}: not a readable tar file ({e})") from e
+    return samples
+
+
+class ShardIndex:
+    """Random-access view of a set of shards: ``len``, ``keys``, ``read(i)``.
+
+    Args:
+        source: a directory (with ``split``: the shards ``<split>-*.tar`` in it), one ``.tar`` file,
+            or a sequence of ``.tar`` files (order kept).
+        split: split name when ``source`` is a directory.
+    """
+
+    def __init__(self, source: str | Path | Sequence[str | Path], split: str | None = None):
+        self.paths = self._resolve(source, split)
+        index = self._load_index()
+        self.entries: list[_Entry] = []
+        keys: dict[str, Path] = {}
+        for si, path in enumerate(self.paths):
+            samples = index.get(path.name) if index else None
+            if samples is None:
+                samples = _scan_tar(path)
+            for key, members in samples:
+                if key in keys:
+                    raise DataError(f"{path}: sample key {key!r} also appears in {keys[key]}")
+                keys[key] = path
+                self.entries.append(
+                    _Entry(si, key, {e: (int(o), int(s)) for e, (o, s) in members.items()})
+                )
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    @staticmethod
+    def _resolve(source: str | Path | Sequence[str | Path], split: str | None) -> list[Path]:
+        if isinstance(source, str | Path):
+            p = Path(source)
+            if p.is_dir():
+                pattern = f"{split}-*.tar" if split else "*.tar"
+                paths = sorted(p.glob(pattern))
+                if not paths:
+                    raise DataError(f"{p}: no shards matching {pattern!r}")
+                return paths
+            paths = [p]
+        else:
+            paths = [Path(s) for s in source]
+        if not paths:
+            raise DataError("ShardIndex: no shard paths given")
+        for p in paths:
+            if not p.is_file():
+                raise DataError(f"{p}: missing shard")
+        return paths
+
+    def _load_index(self) -> dict[str, list] | None:
+        """Use ``<split>-index.json`` next to the shards if it covers them with matching sizes."""
+        result: dict[str, list] = {}
+        for p in {p.parent / f"{p.name.rsplit('-', 1)[0]}-index.json" for p in self.paths}:
+            if not p.is_file():
+                continue
+            try:
+                d = json.loads(p.read_text())
+            except json.JSONDecodeError:
+                logger.warning("%s: unreadable shard index, scanning the tars instead", p)
+                continue
+            if d.get("version") != _INDEX_VERSION:
+                continue
+            for s in d.get("shards", []):
+                shard_path = p.parent / s["name"]
+                if shard_path.is_file() and shard_path.stat().st_size == s.get("size"):
+                    result[s["name"]] = s["samples"]
+        return result
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def keys(self) -> list[str]:
+        return [e.key for e in self.entries]
+
+    def _fd(self, shard: int) -> int:
+        if os.getpid() != self._pid:  # forked into a DataLoader worker: do not share descriptors
+            self._fds = {}
+            self._pid = os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = os.open(self.paths[shard], os.O_RDONLY)
+            self._fds[shard] = fd
+        return fd
+
+    def exts(self, i: int) -> list[str]:
+        """Extensions present in sample ``i``."""
+        return list(self.entries[i].members)
+
+    def name(self, i: int, ext: str) -> str:
+        """``<shard>:<key>.<ext>``, used in error messages."""
+        e = self.entries[i]
+        return f"{self.paths[e.shard]}:{e.key}.{ext}"
+
+    def read(self, i: int, exts: Iterable[str] | None = None) -> dict[str, bytes]:
+        """Bytes of sample ``i``'s members (all, or those in ``exts``; a missing one is a DataError)."""
+        e = self.entries[i]
+        wanted = list(e.members) if exts is None else list(exts)
+        out = {}
+        for ext in wanted:
+            if ext not in e.members:
+                raise DataError(f"{self.paths[e.shard]}: sample {e.key!r} has no '{ext}' member")
+            off, size = e.members[ext]
+            data = os.pread(self._fd(e.shard), size, off)
+            if len(data) != size:
+                raise DataError(f"{self.name(i, ext)}: truncated shard")
+            out[ext] = data
+        return out
+
+    def read_image(self, i: int) -> np.ndarray:
+        """Image-only mode: decode sample ``i``'s image (first of :data:`IMAGE_EXTS` present), (H, W, 3) uint8."""
+        e = self.entries[i]
+        for ext in IMAGE_EXTS:
+            if ext in e.members:
+                return decode_image(self.read(i, [ext])[ext], self.name(i, ext))
+        raise DataError(
+            f"{self.paths[e.shard]}: sample {e.key!r} has no image member ({', '.join(IMAGE_EXTS)})"
+        )
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fds"] = {}
+        return state
+
+    def __del__(self) -> None:
+        try:
+            if os.getpid() == self._pid:
+                self.close()
+        except Exception:
+            pass

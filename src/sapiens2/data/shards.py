@@ -153,8 +153,10 @@ class ShardWriter:
             info.mode = 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
+            header = len(info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors))
+            data_offset = self._tar.offset + header
             self._tar.addfile(info, io.BytesIO(data))
-            members[ext] = [info.offset_data, info.size]
+            members[ext] = [data_offset, len(data)]
         self._index[-1]["samples"].append([key, members])
         self._count += 1
 

@@ -1,0 +1,335 @@
+"""Loading and saving RTMDet weights: mmdet ``.pth`` (weights-only), hub id, converted safetensors.
+
+An mmdet checkpoint is a dict ``{"meta": ..., "state_dict": ...}`` (spec/rtmdet.md §3). It is read
+with ``torch.load(weights_only=True)`` only; files that need arbitrary unpickling are refused.
+The architecture (widths, depths, classes) is inferred from the tensor shapes; ``exp_on_reg``
+cannot be, so it is read from the checkpoint's config text when that states it, else it defaults to
+True (the official detector), and it can always be given explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sapiens2.detect.config import DetectorTestConfig, RTMDetConfig
+from sapiens2.detect.detector import RTMDetDetector
+from sapiens2.detect.model import RTMDet
+
+log = logging.getLogger(__name__)
+
+#: Hub repository of the official Sapiens person detector and its file.
+HUB_REPO = "facebook/sapiens-pose-bbox-detector"
+HUB_FILENAME = "rtmdet_m.pth"
+
+_FORMAT = "sapiens2.rtmdet"
+_PROBE_KEY = "backbone.stem.0.conv.weight"
+_MAX_LISTED = 12
+
+
+class DetectorCheckpointError(ValueError):
+    """A file or state dict that is not a loadable RTMDet checkpoint."""
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _shape(sd: Mapping[str, torch.Tensor], key: str, where: str) -> tuple[int, ...]:
+    if key not in sd:
+        raise DetectorCheckpointError(f"{where}: missing key {key!r}")
+    return tuple(sd[key].shape)
+
+
+def _count_indices(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    found = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def config_from_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    *,
+    exp_on_reg: bool = True,
+    bn_eps: float = 1e-5,
+    where: str = "state dict",
+) -> RTMDetConfig:
+    """Infer the RTMDet architecture from mmdet-named tensor shapes.
+
+    Args:
+        sd: mmdet-format state dict.
+        exp_on_reg: not inferable from shapes; the official detector uses True.
+        bn_eps: not inferable; the official config uses 1e-5.
+        where: name used in error messages (file name).
+
+    Returns:
+        The config; strict key/shape checking happens when loading.
+
+    Raises:
+        DetectorCheckpointError: the state dict is not an RTMDet one (named key missing).
+    """
+    if _PROBE_KEY not in sd:
+        sample = _listing(sorted(sd)[:5]) if sd else "no keys"
+        raise DetectorCheckpointError(
+            f"{where}: not an RTMDet detector checkpoint (no {_PROBE_KEY!r}; keys start with "
+            f"{sample})"
+        )
+    stem_mid = _shape(sd, "backbone.stem.0.conv.weight", where)[0]
+    stem_out = _shape(sd, "backbone.stem.2.conv.weight", where)[0]
+    stage_channels = tuple(
+        _shape(sd, f"backbone.stage{i}.0.conv.weight", where)[0] for i in range(1, 5)
+    )
+    csp_index = {1: 1, 2: 1, 3: 1, 4: 2}
+    stage_blocks = tuple(
+        _count_indices(sd, f"backbone.stage{i}.{csp_index[i]}.blocks.") for i in range(1, 5)
+    )
+    main = _shape(sd, "backbone.stage1.1.main_conv.conv.weight", where)[0]
+    head_w = _shape(sd, "bbox_head.cls_convs.0.0.conv.weight", where)
+    cls_w = _shape(sd, "bbox_head.rtm_cls.0.weight", where)
+    return RTMDetConfig(
+        stem_channels=(stem_mid, stem_out),
+        stage_channels=stage_channels,  # type: ignore[arg-type]
+        stage_blocks=stage_blocks,  # type: ignore[arg-type]
+        expand_ratio=main / stage_channels[0],
+        channel_attention="backbone.stage1.1.attention.fc.weight" in sd,
+        neck_channels=_shape(sd, "neck.out_convs.0.conv.weight", where)[0],
+        neck_blocks=_count_indices(sd, "neck.top_down_blocks.0.blocks."),
+        head_channels=head_w[0],
+        head_stacked_convs=_count_indices(sd, "bbox_head.cls_convs.0."),
+        num_classes=cls_w[0],
+        pred_kernel_size=cls_w[-1],
+        exp_on_reg=exp_on_reg,
+        bn_eps=bn_eps,
+    )
+
+
+def check_state_dict(model: RTMDet, sd: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`DetectorCheckpointError` naming every missing, unexpected or mis-shaped key,
+    non-tensor value, or shared head conv whose per-level copies differ."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    not_tensor = [k for k in sd if k in expected and not isinstance(sd[k], torch.Tensor)]
+    bad_shape = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in sd and isinstance(sd[k], torch.Tensor) and sd[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if not_tensor:
+        problems.append(f"non-tensor values: {_listing(not_tensor)}")
+    if bad_shape:
+        problems.append(f"shape mismatches: {_listing(bad_shape)}")
+    if problems:
+        raise DetectorCheckpointError(
+            f"{where}: does not fit the inferred RTMDet; " + "; ".join(problems)
+        )
+    differing = [
+        f"{alias} != {base}"
+        for alias, base in model.shared_head_keys().items()
+        if not torch.equal(sd[alias].float(), sd[base].float())
+    ]
+    if differing:
+        raise DetectorCheckpointError(
+            f"{where}: head convs are shared across levels but these copies differ: "
+            f"{_listing(differing)}"
+        )
+
+
+def build_detector_model(
+    sd: Mapping[str, torch.Tensor],
+    *,
+    exp_on_reg: bool = True,
+    bn_eps: float = 1e-5,
+    where: str = "state dict",
+) -> RTMDet:
+    """Infer the architecture from ``sd``, check it strictly and load it (float32, eval mode)."""
+    cfg = config_from_state_dict(sd, exp_on_reg=exp_on_reg, bn_eps=bn_eps, where=where)
+    model = RTMDet(cfg)
+    check_state_dict(model, sd, where)
+    model.load_state_dict(dict(sd), strict=True)
+    return model.float().eval()
+
+
+def _exp_on_reg_from_cfg_text(cfg_text: Any) -> bool | None:
+    if not isinstance(cfg_text, str):
+        return None
+    values = set(re.findall(r"\bexp_on_reg\s*=\s*(True|False)\b", cfg_text))
+    return values.pop() == "True" if len(values) == 1 else None
+
+
+def _read_pth(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DetectorCheckpointError(
+            f"{path}: cannot be read with torch.load(weights_only=True) ({first}). Only plain "
+            "checkpoints (tensors, dicts, strings, numbers) are accepted; re-save a training "
+            "checkpoint with just its 'state_dict' and 'meta'."
+        ) from err
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        sd, meta = obj["state_dict"], obj.get("meta") or {}
+    elif (
+        isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
+        sd, meta = obj, {}
+    else:
+        top = _listing([str(k) for k in obj]) if isinstance(obj, Mapping) else type(obj).__name__
+        raise DetectorCheckpointError(
+            f"{path}: not a detector checkpoint (expected a dict with 'state_dict' or a state "
+            f"dict of tensors; found {top})"
+        )
+    if not isinstance(sd, Mapping):
+        raise DetectorCheckpointError(f"{path}: 'state_dict' is a {type(sd).__name__}, not a dict")
+    info: dict[str, Any] = {}
+    if isinstance(meta, Mapping):
+        exp = _exp_on_reg_from_cfg_text(meta.get("cfg"))
+        if exp is not None:
+            info["exp_on_reg"] = exp
+        dataset_meta = meta.get("dataset_meta") or {}
+        classes = dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None
+        if classes is None:
+            classes = meta.get("CLASSES")
+        if classes is not None:
+            info["classes"] = tuple(str(c) for c in classes)
+    return sd, info
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as err:
+        raise DetectorCheckpointError(f"{path}: cannot be read as safetensors ({err})") from err
+    info: dict[str, Any] = {}
+    if metadata.get("format") == _FORMAT:
+        info["exp_on_reg"] = metadata["exp_on_reg"] == "true"
+        info["bn_eps"] = float(metadata["bn_eps"])
+        info["classes"] = tuple(json.loads(metadata["classes"]))
+        if "test_config" in metadata:
+            tc = json.loads(metadata["test_config"])
+            info["test_config"] = DetectorTestConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in tc.items()}
+            )
+    return sd, info
+
+
+def _resolve(source: str | os.PathLike[str]) -> Path:
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    text = str(source)
+    parts = text.split("/")
+    looks_like_hub = (
+        ((len(parts) == 2 and "." not in parts[1]) or len(parts) > 2)
+        and all(parts)
+        and not text.startswith((".", "~"))
+        and "\\" not in text
+    )
+    if path.exists() or not looks_like_hub:
+        raise FileNotFoundError(f"detector weights not found: {text}")
+    repo_id = "/".join(parts[:2])
+    filename = "/".join(parts[2:]) or HUB_FILENAME
+    from huggingface_hub import hf_hub_download
+
+    try:
+        # Honours HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_TOKEN like any hub download.
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except Exception as err:
+        raise FileNotFoundError(
+            f"{text} is not a local file, and {filename!r} could not be fetched from the "
+            f"Hugging Face repo {repo_id!r}: {err}. "
+            "Download it once with network access, or pass a local file path."
+        ) from err
+
+
+def load_detector(
+    source: str | os.PathLike[str] | Mapping[str, torch.Tensor] = HUB_REPO,
+    *,
+    device: torch.device | str | None = None,
+    exp_on_reg: bool | None = None,
+    test_config: DetectorTestConfig | None = None,
+) -> RTMDetDetector:
+    """Load an RTMDet person detector ready to call on RGB images.
+
+    Args:
+        source: a ``.pth`` mmdet checkpoint, a ``.safetensors`` file written by
+            :func:`save_detector` (or any mmdet-named safetensors), a hub id ``org/name``
+            (file ``rtmdet_m.pth``) or ``org/name/<file>``, or an mmdet-named state dict.
+            Default: the official ``facebook/sapiens-pose-bbox-detector``.
+        device: where to run (default CPU).
+        exp_on_reg: override the regression-exp setting (default: from the file, else True).
+        test_config: override the pre/post-processing (default: from the file, else official).
+
+    Returns:
+        An :class:`RTMDetDetector`.
+
+    Raises:
+        FileNotFoundError: no such file / hub download failed.
+        DetectorCheckpointError (a ValueError): unreadable, not RTMDet, or keys/shapes that do
+            not fit (each offending key named).
+    """
+    if isinstance(source, Mapping):
+        sd, info, where = source, {}, "state dict"
+    else:
+        path = _resolve(source)
+        where = str(path)
+        if path.suffix == ".safetensors":
+            sd, info = _read_safetensors(path)
+        else:
+            sd, info = _read_pth(path)
+    exp = exp_on_reg if exp_on_reg is not None else info.get("exp_on_reg")
+    if exp is None:
+        log.info("%s: exp_on_reg not recorded; using True (the official detector)", where)
+        exp = True
+    model = build_detector_model(sd, exp_on_reg=exp, bn_eps=info.get("bn_eps", 1e-5), where=where)
+    log.info("loaded RTMDet from %s: %s", where, model.config)
+    return RTMDetDetector(
+        model,
+        test_config or info.get("test_config"),
+        classes=info.get("classes", ("person",)),
+        device=device,
+    )
+
+
+def save_detector(detector: RTMDetDetector, path: str | os.PathLike[str]) -> None:
+    """Write a detector as safetensors: mmdet key names (shared head convs stored once per level,
+    as in mmdet files), float32, plus metadata (``exp_on_reg``, ``bn_eps``, classes, test config).
+
+    Args:
+        detector: the detector to save.
+        path: destination ``.safetensors`` file.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_detector writes .safetensors files, got {path.name!r}")
+    cfg = detector.model.config
+    tensors = {
+        k: v.detach().to("cpu").contiguous().clone() for k, v in detector.model.state_dict().items()
+    }
+    metadata = {
+        "format": _FORMAT,
+        "exp_on_reg": "true" if cfg.exp_on_reg else "false",
+        "bn_eps": repr(cfg.bn_eps),
+        "classes": json.dumps(list(detector.classes)),
+        "test_config": json.dumps(asdict(detector.test_config)),
+    }
+    save_file(tensors, str(path), metadata=metadata)

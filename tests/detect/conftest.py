@@ -1,0 +1,50 @@
+"""Shared fixtures of the detector tests (golden data copied from the mmdet-made shared fixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sapiens2.detect import RTMDetDetector, load_detector
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rtmdet"
+TINY_PTH = FIXTURES / "rtmdet_tiny_person_random.pth"
+TINY_IO = FIXTURES / "rtmdet_tiny_person_random.io.safetensors"
+TINY_PNG = FIXTURES / "rtmdet_tiny_person_random.png"
+TINY_JSON = FIXTURES / "rtmdet_tiny_person_random.json"
+
+MEAN_BGR = torch.tensor([103.53, 116.28, 123.675]).view(1, 3, 1, 1)
+STD_BGR = torch.tensor([57.375, 57.12, 58.395]).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def rtmdet_files() -> dict[str, Path]:
+    """Paths of the copied fixture files: ``pth``, ``io``, ``png``, ``json``."""
+    return {"pth": TINY_PTH, "io": TINY_IO, "png": TINY_PNG, "json": TINY_JSON}
+
+
+@pytest.fixture(scope="session")
+def tiny_detector() -> RTMDetDetector:
+    return load_detector(TINY_PTH)
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict[str, torch.Tensor]:
+    """mmdet 3.3.0 outputs; the normalized inputs are stored as exact uint8 BGR and rebuilt here."""
+    io = load_file(str(TINY_IO))
+    for name in ("raw.input", "image.input"):
+        io[name] = (io.pop(f"{name}_bgr_uint8").float() - MEAN_BGR) / STD_BGR
+    return io
+
+
+@pytest.fixture(scope="session")
+def fixture_rgb() -> np.ndarray:
+    """The fixture image read like the official demo (cv2.imread -> BGR), flipped to RGB."""
+    bgr = cv2.imread(str(TINY_PNG), cv2.IMREAD_COLOR)
+    assert bgr is not None, TINY_PNG
+    return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _dataset_factory import write_dataset
 
 from sapiens2.data import geometry
 from sapiens2.data.datasets import (
@@ -21,6 +20,8 @@ from sapiens2.data.datasets import (
 from sapiens2.data.formats import DataError, encode_png
 from sapiens2.data.loader import ResumableLoader
 from sapiens2.data.shards import write_folder_shards
+
+from ._dataset_factory import write_dataset
 
 IN_HW = (64, 48)
 

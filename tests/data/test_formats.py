@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from _dataset_factory import write_dataset
 
 from sapiens2.data.formats import (
     DataError,
@@ -17,6 +16,8 @@ from sapiens2.data.formats import (
     load_seg_classes,
 )
 from sapiens2.data.metadata import keypoints308
+
+from ._dataset_factory import write_dataset
 
 
 @pytest.fixture

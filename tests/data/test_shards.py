@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from _dataset_factory import write_dataset
 from torch.utils.data import Dataset
 
 from sapiens2.data.datasets import ImageDataset
@@ -20,6 +19,8 @@ from sapiens2.data.shards import (
     write_folder_shards,
     write_image_shards,
 )
+
+from ._dataset_factory import write_dataset
 
 
 def test_writer_is_deterministic_and_reader_returns_the_bytes(tmp_path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from _dataset_factory import make_keypoints, make_sample
 
 from sapiens2.data import geometry
 from sapiens2.data import transforms as T
 from sapiens2.data.metadata import keypoints308, seg29
 from sapiens2.data.udp import udp_encode
+
+from ._dataset_factory import make_keypoints, make_sample
 
 
 def full_sample(seed: int = 0, h: int = 40, w: int = 30) -> T.Sample:

@@ -31,6 +31,7 @@ import numpy as np
 from sapiens2.data.metadata import keypoints308, seg29
 
 __all__ = [
+    "FOLDER_LAYOUT",
     "IMAGE_SUFFIXES",
     "SHARD_EXT",
     "TASK_FIELDS",
@@ -54,6 +55,7 @@ __all__ = [
     "load_pose_json",
     "load_seg_classes",
     "parse_pose_annotations",
+    "pose_json_dict",
     "read_image",
 ]
 

@@ -100,16 +100,21 @@ def threshold_key(prefix: str, t: float) -> str:
 
 
 def histogram_median(hist: np.ndarray, bin_width: float) -> float:
-    """Median of values binned as ``floor(v / bin_width)``, linearly interpolated inside its bin.
+    """Median of values binned as ``floor(v / bin_width)`` (non-negative values).
 
-    The value where the cumulative count reaches half the total, assuming values are spread
-    uniformly inside each bin; its error is at most one bin width. NaN for an empty histogram.
+    Like ``np.median`` (mean of the two middle order statistics for an even count), each order
+    statistic estimated by spreading the values of its bin evenly inside the bin: the k-th of the
+    c values in bin b is placed at ``(b + (j + 0.5) / c) · bin_width``, j its rank in the bin. The
+    true order statistic lies in the same bin, so the error is below one bin width. NaN if empty.
     """
     total = int(hist.sum())
     if total == 0:
         return math.nan
-    half = total / 2.0
     cdf = np.cumsum(hist)
-    b = int(np.searchsorted(cdf, half, side="left"))
-    before = cdf[b - 1] if b > 0 else 0
-    return float((b + (half - before) / hist[b]) * bin_width)
+
+    def order_statistic(k: int) -> float:
+        b = int(np.searchsorted(cdf, k + 1, side="left"))
+        before = int(cdf[b - 1]) if b > 0 else 0
+        return (b + (k - before + 0.5) / int(hist[b])) * bin_width
+
+    return float((order_statistic((total - 1) // 2) + order_statistic(total // 2)) / 2)

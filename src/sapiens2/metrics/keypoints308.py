@@ -321,6 +321,9 @@ class Keypoints308Metric:
 
     ``update(predictions)`` appends per-instance prediction dicts; ``sync()`` gathers the
     predictions of all ranks (``all_gather_object``, exact) so ``compute()`` on any rank sees all.
+    The gathered list is in rank order; the result depends on the order only where the protocol
+    does: which of several *different* predictions with the same ``id`` is kept (the first), and
+    ties in score.
     """
 
     def __init__(self, gt: dict, **kwargs: Any) -> None:

@@ -37,8 +37,9 @@ class NormalMetric(SumMetric):
     it is the exact median of all per-pixel errors (``np.median``; errors are stored as float32, 4
     bytes per valid pixel, so the result is exact up to float32 rounding, ~1e-5°). After ``sync()``
     over several ranks, or with ``exact_median=False``, it comes from a histogram of
-    ``floor(θ / bin_width)`` (default 0.001°, 180 000 int64 bins summed exactly across ranks) with
-    linear interpolation inside the median bin: the error is below one bin width. (The official
+    ``floor(θ / bin_width)`` (default 0.001°, 180 000 int64 bins summed exactly across ranks), the
+    values of a bin taken as evenly spread inside it (``histogram_median``): the error is below one
+    bin width. (The official
     evaluator reports the centre of a 0.5° bin instead.)
 
     Args:

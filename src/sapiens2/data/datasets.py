@@ -48,9 +48,11 @@ __all__ = [
     "PoseDataset",
     "SegDataset",
     "collate",
+    "dataset_class",
     "default_transforms",
     "normalize_image",
     "open_source",
+    "validate_dataset",
 ]
 
 logger = logging.getLogger(__name__)
@@ -489,7 +491,14 @@ class PoseDataset(_TaskDataset):
             kp = kp.copy()
             kp[outside] = 0
             labelled = kp[:, 2] > 0
+        # the box clipped to the image, as the official COCO-style readers do
         bbox = bbox_xywh_to_xyxy(inst.bbox_xywh)
+        bbox[[0, 2]] = np.clip(bbox[[0, 2]], 0, w - 1)
+        bbox[[1, 3]] = np.clip(bbox[[1, 3]], 0, h - 1)
+        if bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
+            raise DataError(
+                f"{name}: annotation id={inst.ann_id} has an empty box inside the {w}x{h} image"
+            )
         return T.Sample(
             image=image,
             keypoints=kp[:, :2].astype(np.float64),
@@ -578,3 +587,46 @@ class ImageDataset(Dataset):
                 image, np.random.default_rng([self.seed, self.epoch, int(index)])
             )
         return item
+
+
+_DATASETS: dict[str, type[_TaskDataset]] = {
+    "pose": PoseDataset,
+    "seg": SegDataset,
+    "normal": NormalDataset,
+    "pointmap": PointmapDataset,
+    "albedo": AlbedoDataset,
+}
+
+
+def dataset_class(task: str) -> type[_TaskDataset]:
+    """The dataset class of ``task`` ("pose", "seg", "normal", "pointmap" or "albedo")."""
+    if task not in _DATASETS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(_DATASETS)}")
+    return _DATASETS[task]
+
+
+def validate_dataset(
+    data: str | Path | Sequence[str | Path], split: str, task: str, max_errors: int = 20
+) -> tuple[int, list[str]]:
+    """Read and check every sample ``task`` would use (no augmentation); collect the problems.
+
+    Returns:
+        ``(num_checked, errors)``: the number of samples (pose: people) read and up to
+        ``max_errors`` messages, each naming the file and the problem. An unusable dataset (missing
+        folder, broken pose file) gives one error and 0 samples.
+    """
+    try:
+        ds = dataset_class(task)(data, split, train=False, transforms=[])
+    except DataError as e:
+        return 0, [str(e)]
+    errors: list[str] = []
+    n = 0
+    for i in range(len(ds)):
+        n += 1
+        try:
+            ds.load(i)
+        except DataError as e:
+            errors.append(str(e))
+            if len(errors) >= max_errors:
+                break
+    return n, errors

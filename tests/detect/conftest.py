@@ -33,12 +33,19 @@ def tiny_detector() -> RTMDetDetector:
     return load_detector(TINY_PTH)
 
 
+def _read_input_png(path: Path) -> torch.Tensor:
+    """A normalized (1, 3, 640, 640) network input stored losslessly as the BGR PNG it came from."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, path
+    return (torch.from_numpy(bgr).permute(2, 0, 1)[None].float() - MEAN_BGR) / STD_BGR
+
+
 @pytest.fixture(scope="session")
 def golden() -> dict[str, torch.Tensor]:
-    """mmdet 3.3.0 outputs; the normalized inputs are stored as exact uint8 BGR and rebuilt here."""
+    """mmdet 3.3.0 outputs (see tests/fixtures/rtmdet/README.md for the stored layout)."""
     io = load_file(str(TINY_IO))
-    for name in ("raw.input", "image.input"):
-        io[name] = (io.pop(f"{name}_bgr_uint8").float() - MEAN_BGR) / STD_BGR
+    io["raw.input"] = _read_input_png(FIXTURES / "raw_input_bgr.png")
+    io["image.input"] = _read_input_png(FIXTURES / "image_input_bgr.png")
     return io
 
 

@@ -29,12 +29,16 @@ def raw_outputs(tiny_detector, golden):
 @pytest.mark.parametrize("level", [0, 1, 2])
 def test_backbone_neck_head_match_mmdet(raw_outputs, golden, level):
     feats, neck, cls, reg = raw_outputs
-    for name, ours in (
-        ("backbone", feats),
-        ("neck", neck),
-        ("cls_score", cls),
-        ("bbox_pred", reg),
-    ):
+    # Backbone and neck maps are stored as 16384 sampled elements per level (fixed flat indices).
+    for name, ours in (("backbone", feats), ("neck", neck)):
+        index = golden[f"raw.{name}.{level}.index"].long()
+        ref = golden[f"raw.{name}.{level}.values"]
+        sampled = ours[level].reshape(-1)[index]
+        assert _rel(sampled, ref) < 1e-4, (name, level, _rel(sampled, ref))
+    assert tuple(feats[level].shape) == ((1, 96, 80, 80), (1, 192, 40, 40), (1, 384, 20, 20))[level]
+    assert tuple(neck[level].shape) == (1, 96, 80 >> level, 80 >> level)
+    # Head outputs are stored whole.
+    for name, ours in (("cls_score", cls), ("bbox_pred", reg)):
         ref = golden[f"raw.{name}.{level}"]
         assert ours[level].shape == ref.shape, name
         assert _rel(ours[level], ref) < 1e-4, (name, level, _rel(ours[level], ref))

@@ -410,3 +410,21 @@ def test_compose_stops_on_drop():
 
     assert T.Compose([drop, never])(full_sample(), np.random.default_rng(0)) is None
     assert calls == [1]
+
+
+def test_resize_stretch_and_eval_mode():
+    s = full_sample(5)
+    out = T.Resize((80, 45))(s)
+    assert out.hw == (80, 45) and out.seg.shape == (80, 45)
+    assert set(np.unique(out.seg)) <= set(np.unique(s.seg))
+    np.testing.assert_allclose(out.keypoints, (s.keypoints + 0.5) * [1.5, 2.0] - 0.5)
+    # shrinking uses INTER_AREA, enlarging INTER_CUBIC (as the official seg test resize)
+    np.testing.assert_array_equal(
+        T.Resize((20, 15))(s).image, cv2.resize(s.image, (15, 20), interpolation=cv2.INTER_AREA)
+    )
+    np.testing.assert_array_equal(
+        out.image, cv2.resize(s.image, (45, 80), interpolation=cv2.INTER_CUBIC)
+    )
+    ev = T.Resize((80, 45), labels=False)(s)
+    assert ev.hw == (80, 45) and ev.seg is s.seg and ev.mask is s.mask
+    np.testing.assert_allclose(ev.K, out.K)

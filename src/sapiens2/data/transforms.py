@@ -533,16 +533,12 @@ class Resize:
         self.size_hw, self.labels = size_hw, labels
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
-        h, w = sample.hw
-        new_h, new_w = self.size_hw
-        interp = cv2.INTER_AREA if new_w < w else cv2.INTER_CUBIC
+        interp = cv2.INTER_AREA if self.size_hw[1] < sample.hw[1] else cv2.INTER_CUBIC
         if self.labels:
             return sample.replace(**_resize_sample(sample, self.size_hw, interp))
-        image = cv2.resize(sample.image, (new_w, new_h), interpolation=interp)
-        ch = {"image": image}
-        if sample.K is not None:
-            ch["K"] = geometry.scale_intrinsics(sample.K, new_w / w, new_h / h)
-        return sample.replace(**ch)
+        # dense maps stay at full resolution; the image, K, keypoints and boxes are resized
+        maps = {name: None for name in ("mask", "seg", "normal", "pointmap", "albedo")}
+        return sample.replace(**_resize_sample(sample.replace(**maps), self.size_hw, interp))
 
     def __repr__(self) -> str:
         return f"Resize(size_hw={self.size_hw}, labels={self.labels})"

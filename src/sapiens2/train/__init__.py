@@ -1,0 +1,1 @@
+"""Fine-tuning: losses, recipes, optimiser, the trainer and its distributed strategies."""

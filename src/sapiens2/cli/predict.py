@@ -1,0 +1,182 @@
+"""``sapiens2 predict``: run a task model on images, folders, globs and videos."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+NAME = "predict"
+HELP = "run a pose / seg / normal / pointmap / albedo model on images and videos"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "media", nargs="+", metavar="MEDIA", help="images, folders, glob patterns or videos"
+    )
+    parser.add_argument(
+        "--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo")
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="SOURCE", help="task checkpoint: file, folder or hub id"
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("fp32", "bf16", "fp16"),
+        help="compute dtype (default fp32)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="images per forward (pose: person crops)"
+    )
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="network input size (default: the model's, else 1024 768)")  # fmt: skip
+    parser.add_argument("--no-flip-test", dest="flip_test", action="store_false",
+                        help="pose: skip the flipped second pass")  # fmt: skip
+    parser.add_argument("--boxes", type=Path, metavar="JSON",
+                        help='pose: person boxes, {"<image name or stem>": [[x1, y1, x2, y2(, score)], ...]}')  # fmt: skip
+    parser.add_argument("--mask-model", metavar="SOURCE",
+                        help="segmentation checkpoint: masks the background of dense outputs; pose boxes from its person mask")  # fmt: skip
+    parser.add_argument("--mask-dir", type=Path, metavar="DIR",
+                        help="dense tasks: foreground masks <name>_seg.png / <name>.npy / <name>.png (nonzero = person)")  # fmt: skip
+    parser.add_argument(
+        "--kpt-thr", type=float, default=0.3, help="pose: keypoint score threshold for drawing"
+    )
+    parser.add_argument(
+        "--save-npy", action="store_true", help="seg: also save labels as <name>_seg.npy"
+    )
+
+
+def _load_predictor(args):
+    from sapiens2.checkpoints import load_model
+    from sapiens2.device import resolve_device
+    from sapiens2.inference import Predictor
+
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device, dtype=args.dtype)
+    task = getattr(model, "task", None)
+    if task is None:
+        raise ValueError(
+            f"--model {args.model} is a plain backbone checkpoint; --task {args.task} needs a {args.task} model"
+        )
+    if task != args.task:
+        raise ValueError(
+            f"--model {args.model} is a {task} checkpoint, but --task {args.task} was given"
+        )
+    mask_model = None
+    if args.mask_model:
+        mask_model = load_model(args.mask_model, device=device, dtype=args.dtype)
+        if getattr(mask_model, "task", None) != "seg":
+            raise ValueError(
+                f"--mask-model {args.mask_model} must be a seg checkpoint, got a {getattr(mask_model, 'task', 'backbone')} one"
+            )
+    return Predictor(
+        args.task,
+        model,
+        input_size=tuple(args.input_size) if args.input_size else None,
+        flip_test=args.flip_test,
+        mask_model=mask_model,
+        batch_size=args.batch_size,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sapiens2.inference.boxes import load_boxes_json, lookup_boxes
+    from sapiens2.inference.media import (
+        FrameReader,
+        count_frames,
+        expand_media,
+        find_mask,
+        read_mask,
+    )
+    from sapiens2.viz.save import PredictionWriter
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.boxes and args.task != "pose":
+        raise ValueError("--boxes is only used with --task pose")
+    if args.mask_dir and args.task in ("pose", "seg"):
+        raise ValueError("--mask-dir is only used with --task normal, pointmap or albedo")
+    if args.mask_dir and not args.mask_dir.is_dir():
+        raise FileNotFoundError(f"--mask-dir {args.mask_dir} is not a folder")
+    items = expand_media(args.media)
+    boxes_table = load_boxes_json(args.boxes) if args.boxes else None
+    predictor = _load_predictor(args)
+    writer = PredictionWriter(args.task, args.out, kpt_thr=args.kpt_thr, save_npy=args.save_npy)
+    logger.info(
+        "%s model on %s, input %dx%d, %d inputs",
+        args.task,
+        predictor.device,
+        *predictor.input_size,
+        len(items),
+    )
+
+    start = time.perf_counter()
+    done, people, skipped = 0, 0, []
+    batch = []
+
+    def flush() -> None:
+        nonlocal done, people
+        if not batch:
+            return
+        rgbs = [f.rgb for f in batch]
+        kwargs = {}
+        if boxes_table is not None:
+            kwargs["boxes"] = [lookup_boxes(boxes_table, f.item.path.name if f.item.kind == "image" else f.name)
+                               for f in batch]  # fmt: skip
+        if args.mask_dir:
+            masks = []
+            for f in batch:
+                path = find_mask(args.mask_dir, f)
+                if path is None:
+                    logger.warning("no mask for %s in %s; not masking it", f.name, args.mask_dir)
+                masks.append(read_mask(path) if path is not None else None)
+            kwargs["masks"] = masks
+        results = predictor.predict(rgbs, **kwargs)
+        for frame, result in zip(batch, results, strict=True):
+            writer.write(frame, result)
+            people += getattr(result, "num_people", 0)
+        done += len(batch)
+        bar.update(len(batch))
+        batch.clear()
+
+    with (
+        FrameReader(items) as reader,
+        tqdm(total=count_frames(items), unit="img", desc=args.task) as bar,
+    ):
+        try:
+            for frame in reader:
+                if frame.error is not None:
+                    logger.warning("skipping %s: %s", frame.item.path, frame.error)
+                    skipped.append((frame.item.path, frame.error))
+                    bar.update(1)
+                    continue
+                batch.append(frame)
+                if len(batch) >= args.batch_size or (frame.item.kind == "video" and frame.last):
+                    flush()
+            flush()
+        finally:
+            writer.close()
+
+    seconds = time.perf_counter() - start
+    videos = sum(item.kind == "video" for item in items)
+    summary = f"{args.task}: {done} frame(s) from {len(items) - videos} image(s) and {videos} video(s) in {seconds:.1f} s"
+    if args.task == "pose":
+        summary += f", {people} person instance(s)"
+    summary += f"; outputs in {args.out}"
+    if skipped:
+        summary += f"; skipped {len(skipped)} unreadable file(s): " + ", ".join(
+            str(p) for p, _ in skipped
+        )
+    print(summary)
+    if done == 0:
+        logger.error("nothing was predicted")
+        return 1
+    return 0

@@ -1,0 +1,368 @@
+"""Predictors: run a Sapiens2 task model on RGB images and return typed results.
+
+``Predictor(task, model).predict(images)`` works for every task; ``PosePredictor(model)`` and its
+siblings are the same with the task fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sapiens2.data.metadata import keypoints308
+from sapiens2.detect.protocol import Detector, detect_person_boxes
+from sapiens2.inference import postprocess
+from sapiens2.inference.boxes import as_boxes, boxes_from_mask, whole_image_box
+from sapiens2.inference.heatmap import decode_udp, flip_back_heatmaps
+from sapiens2.inference.media import read_image
+from sapiens2.inference.preprocess import check_rgb, letterbox, stretch_resize, to_tensor
+from sapiens2.inference.results import (
+    AlbedoResult,
+    NormalResult,
+    PointmapResult,
+    PoseResult,
+    Result,
+    SegResult,
+)
+from sapiens2.inference.topdown import crop_people, keypoints_to_image
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+DEFAULT_INPUT_SIZE = (1024, 768)  # (H, W) of every released task model
+
+ImageLike = np.ndarray | str | Path
+
+
+def _load(source, device, dtype) -> torch.nn.Module:
+    from sapiens2.checkpoints import load_model  # checkpoints sit below inference
+
+    return load_model(source, device=device, dtype=dtype)
+
+
+def _check_task_model(model: torch.nn.Module, task: str, what: str = "model") -> None:
+    got = getattr(model, "task", None)
+    if got is None:
+        raise ValueError(
+            f"the {what} is a plain backbone (no task head); `--task {task}` needs a {task} task checkpoint"
+        )
+    if got != task:
+        raise ValueError(f"the {what} is a {got} model, but task {task!r} was requested")
+
+
+class Predictor:
+    """Pre-processing, batched forward passes and post-processing for one task.
+
+    Args:
+        task: ``"pose" | "seg" | "normal" | "pointmap" | "albedo"``.
+        model: a task model (``sapiens2.create_model(..., task=...)`` / ``sapiens2.load_model``) or a
+            checkpoint source for ``sapiens2.load_model`` (path or hub id).
+        device: where to run (default: where the model is; ``"auto"`` picks cuda/mps/cpu).
+        dtype: parameter/compute dtype (``"fp32" | "bf16" | "fp16"``); default: the model's.
+        input_size: network input ``(H, W)``; default the model's required size, else 1024×768.
+        flip_test: pose only: average with the flipped input (on in the official config).
+        mask_model: a segmentation model / source / Predictor: dense tasks mask the background with
+            its person mask, pose takes person boxes from its connected components.
+        detector: pose only: a :class:`~sapiens2.detect.protocol.Detector` for person boxes
+            (followed by the official score/NMS filter, ``bbox_thr`` / ``nms_thr``).
+        batch_size: images per forward (pose: person crops per forward; the crops of one image
+            always go together).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        model,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        input_size: tuple[int, int] | None = None,
+        flip_test: bool = True,
+        mask_model=None,
+        detector: Detector | None = None,
+        bbox_thr: float = 0.3,
+        nms_thr: float = 0.3,
+        batch_size: int = 4,
+    ) -> None:
+        from sapiens2.device import resolve_device, resolve_dtype
+
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        self.task = task
+        if not isinstance(model, torch.nn.Module):
+            model = _load(model, device, dtype)
+        _check_task_model(model, task)
+        if device is not None:
+            model = model.to(resolve_device(device))
+        dt = resolve_dtype(dtype)
+        if dt is not None:
+            model = model.to(dt)
+        self.model = model.eval()
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+        required = getattr(model, "input_size", None)
+        if required is not None and input_size is not None and tuple(input_size) != tuple(required):
+            raise ValueError(
+                f"this {task} model requires {required[0]}x{required[1]} inputs; "
+                f"input_size {input_size[0]}x{input_size[1]} cannot be used"
+            )
+        self.input_size: tuple[int, int] = tuple(required or input_size or DEFAULT_INPUT_SIZE)  # type: ignore[assignment]
+        stride = getattr(getattr(model, "arch", None), "stride", 16)
+        if self.input_size[0] % stride or self.input_size[1] % stride:
+            raise ValueError(
+                f"input_size {self.input_size} must be a multiple of the patch size {stride}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.flip_test = flip_test
+        self.detector = detector
+        self.bbox_thr, self.nms_thr = bbox_thr, nms_thr
+
+        self.mask_predictor: Predictor | None = None
+        if mask_model is not None:
+            if isinstance(mask_model, Predictor):
+                if mask_model.task != "seg":
+                    raise ValueError(
+                        f"mask_model must be a segmentation predictor, got a {mask_model.task} one"
+                    )
+                self.mask_predictor = mask_model
+            else:
+                if not isinstance(mask_model, torch.nn.Module):
+                    mask_model = _load(
+                        mask_model, device if device is not None else self.device, dtype
+                    )
+                _check_task_model(mask_model, "seg", what="mask model")
+                self.mask_predictor = Predictor(
+                    "seg", mask_model, device=self.device, input_size=None, batch_size=batch_size
+                )
+
+    # ------------------------------------------------------------------ public API
+    def predict(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        boxes=None,
+        masks=None,
+        batch_size: int | None = None,
+    ) -> Result | list[Result]:
+        """Predict on one image or a list of images.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB array(s) or image file path(s).
+            boxes: pose only: per image ``(N, 4)`` xyxy (or ``(N, 5)`` with scores) person boxes, or
+                None for that image (then: detector, mask model, or the whole image). For a single
+                image, a single array.
+            masks: dense tasks only: per image an ``(H, W)`` foreground mask (or None); overrides
+                the mask model for that image.
+            batch_size: overrides the predictor's batch size.
+
+        Returns:
+            One result (single image in) or a list of results: :class:`PoseResult`,
+            :class:`SegResult`, :class:`NormalResult`, :class:`PointmapResult`, :class:`AlbedoResult`.
+        """
+        single = isinstance(images, (str, Path)) or (
+            isinstance(images, np.ndarray) and images.ndim == 3
+        )
+        items = [images] if single else list(images)
+        rgbs = [self._as_rgb(img, i) for i, img in enumerate(items)]
+        boxes_list = self._per_image(boxes, len(rgbs), single, "boxes")
+        masks_list = self._per_image(masks, len(rgbs), single, "masks")
+        if boxes is not None and self.task != "pose":
+            raise ValueError("boxes are only used by the pose task")
+        if masks is not None and self.task in ("pose", "seg"):
+            raise ValueError("masks are only used by the normal, pointmap and albedo tasks")
+        bs = batch_size or self.batch_size
+        if self.task == "pose":
+            results = self._predict_pose(rgbs, boxes_list, bs)
+        elif self.task == "seg":
+            results = self._predict_seg(rgbs, bs)
+        else:
+            results = self._predict_dense(rgbs, masks_list, bs)
+        return results[0] if single else results
+
+    __call__ = predict
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _as_rgb(image: ImageLike, i: int) -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            return read_image(image)
+        return check_rgb(image, name=f"image {i}")
+
+    @staticmethod
+    def _per_image(value, n: int, single: bool, what: str) -> list:
+        if value is None:
+            return [None] * n
+        if single:
+            return [value]
+        value = list(value)
+        if len(value) != n:
+            raise ValueError(f"got {len(value)} {what} entries for {n} images")
+        return value
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray):
+        x = to_tensor(batch, device=self.device, dtype=self.dtype)
+        return self.model(x)
+
+    def _foreground(self, rgbs: list[np.ndarray], masks: list, bs: int) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = []
+        need = [i for i, m in enumerate(masks) if m is None]
+        seg = {}
+        if self.mask_predictor is not None and need:
+            labels = self.mask_predictor.predict([rgbs[i] for i in need], batch_size=bs)
+            seg = {i: r.foreground for i, r in zip(need, labels, strict=True)}
+        for i, (rgb, m) in enumerate(zip(rgbs, masks, strict=True)):
+            if m is None:
+                out.append(seg.get(i))
+                continue
+            m = np.asarray(m)
+            if m.shape != rgb.shape[:2]:
+                raise ValueError(f"mask {i} has shape {m.shape}, image is {rgb.shape[:2]}")
+            out.append(m > 0)
+        return out
+
+    # ------------------------------------------------------------------ seg
+    def _predict_seg(self, rgbs: list[np.ndarray], bs: int) -> list[SegResult]:
+        results: list[SegResult] = []
+        for start in range(0, len(rgbs), bs):
+            chunk = rgbs[start : start + bs]
+            logits = self._forward(np.stack([stretch_resize(r, self.input_size) for r in chunk]))
+            for r, lg in zip(chunk, logits, strict=True):
+                results.append(SegResult(labels=postprocess.seg_labels(lg, r.shape[:2])))
+        return results
+
+    # ------------------------------------------------------------------ normal / pointmap / albedo
+    def _predict_dense(self, rgbs: list[np.ndarray], masks: list, bs: int) -> list[Result]:
+        fg = self._foreground(rgbs, masks, bs)
+        results: list[Result] = []
+        for start in range(0, len(rgbs), bs):
+            chunk = rgbs[start : start + bs]
+            boxed = [letterbox(r, self.input_size) for r in chunk]
+            out = self._forward(np.stack([b[0] for b in boxed]))
+            for j, (_, params) in enumerate(boxed):
+                mask = fg[start + j]
+                if self.task == "normal":
+                    results.append(NormalResult(postprocess.normal_map(out[j], params), mask))
+                elif self.task == "albedo":
+                    results.append(AlbedoResult(postprocess.albedo_map(out[j], params), mask))
+                else:
+                    canonical, scale = out
+                    s = float(scale[j].float().reshape(-1)[0])
+                    results.append(
+                        PointmapResult(
+                            postprocess.metric_pointmap(canonical[j], s, params), s, mask
+                        )
+                    )
+        return results
+
+    # ------------------------------------------------------------------ pose
+    def person_boxes(self, rgb: np.ndarray, boxes=None) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes for one image: the given ones, else the detector's, else the mask model's
+        connected components, else the whole image.
+
+        Returns:
+            boxes ``(N, 4)`` float32 xyxy (N >= 1 unless ``boxes`` is given and empty), scores ``(N,)``.
+        """
+        if boxes is not None:
+            return as_boxes(boxes)
+        if self.detector is not None:
+            found = detect_person_boxes(
+                self.detector, rgb, score_thr=self.bbox_thr, nms_thr=self.nms_thr
+            )
+            return found.boxes, found.scores
+        if self.mask_predictor is not None:
+            seg = self.mask_predictor.predict(rgb)
+            from_mask = boxes_from_mask(seg.foreground)
+            if len(from_mask):
+                return from_mask, np.ones(len(from_mask), np.float32)
+        return whole_image_box(*rgb.shape[:2]), np.ones(1, np.float32)
+
+    def pose_heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """Heatmaps ``(N, 308, H/4, W/4)`` float32 for crops ``(N, H, W, 3)``, flip-averaged if enabled."""
+        x = to_tensor(crops, device=self.device, dtype=self.dtype)
+        n = x.shape[0]
+        if self.flip_test:
+            x = torch.cat([x, x.flip(-1)])
+        with torch.inference_mode():
+            hm = self.model(x).float()
+        if self.flip_test:
+            hm = 0.5 * (hm[:n] + flip_back_heatmaps(hm[n:], keypoints308().flip_indices))
+        return hm.cpu().numpy()
+
+    def _predict_pose(self, rgbs: list[np.ndarray], boxes_list: list, bs: int) -> list[PoseResult]:
+        results: list[PoseResult | None] = [None] * len(rgbs)
+        hw = self.input_size
+        pending: list[tuple] = []
+
+        def flush() -> None:
+            crops = [p[1] for p in pending if len(p[1])]
+            if crops:
+                kp_in, scores = decode_udp(
+                    self.pose_heatmaps(np.concatenate(crops)), (hw[1], hw[0])
+                )
+            at = 0
+            for i, crop, center, scale, boxes, box_scores in pending:
+                n = len(crop)
+                kp = (
+                    keypoints_to_image(kp_in[at : at + n], center, scale, hw)
+                    if n
+                    else np.zeros((0, 308, 2), np.float32)
+                )
+                sc = scores[at : at + n] if n else np.zeros((0, 308), np.float32)
+                at += n
+                results[i] = PoseResult(kp, sc, boxes, box_scores, rgbs[i].shape[:2])
+            pending.clear()
+
+        count = 0
+        for i, rgb in enumerate(rgbs):
+            boxes, box_scores = self.person_boxes(rgb, boxes_list[i])
+            crops, center, scale = crop_people(rgb, boxes, hw)
+            pending.append((i, crops, center, scale, boxes, box_scores))
+            count += len(crops)
+            if count >= bs:
+                flush()
+                count = 0
+        if pending:
+            flush()
+        return results  # type: ignore[return-value]
+
+
+class PosePredictor(Predictor):
+    """:class:`Predictor` for 308-keypoint top-down pose."""
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__("pose", model, **kwargs)
+
+
+class SegPredictor(Predictor):
+    """:class:`Predictor` for 29-class body-part segmentation."""
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__("seg", model, **kwargs)
+
+
+class NormalPredictor(Predictor):
+    """:class:`Predictor` for surface normals."""
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__("normal", model, **kwargs)
+
+
+class PointmapPredictor(Predictor):
+    """:class:`Predictor` for metric point maps."""
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__("pointmap", model, **kwargs)
+
+
+class AlbedoPredictor(Predictor):
+    """:class:`Predictor` for albedo."""
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__("albedo", model, **kwargs)

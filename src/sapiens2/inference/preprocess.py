@@ -1,0 +1,112 @@
+"""Image preprocessing shared by all task predictors (spec §2.7).
+
+All functions take RGB ``uint8`` arrays of shape ``(H, W, 3)``; the official tools read BGR with
+OpenCV and flip to RGB inside their preprocessor, which is the same thing.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from sapiens2.data.geometry import LetterboxParams, letterbox_params
+
+# RGB order, 0-255 scale (spec §2.7).
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+
+
+def check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate an RGB image; returns it as a contiguous ``uint8`` array ``(H, W, 3)``.
+
+    Raises:
+        ValueError: when the array is not ``(H, W, 3)`` or has an unsupported dtype.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name}: expected an RGB array of shape (H, W, 3), got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{name}: empty image of shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name}: expected dtype uint8 (0-255), got {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def to_tensor(
+    images: list[np.ndarray] | np.ndarray,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Stack RGB images of one size and normalise them with the Sapiens2 mean/std.
+
+    Args:
+        images: a list of ``(H, W, 3)`` uint8 RGB arrays of equal shape, or one ``(B, H, W, 3)`` array.
+
+    Returns:
+        ``(B, 3, H, W)`` tensor ``(x - mean) / std`` in ``dtype`` on ``device``.
+    """
+    batch = np.stack(list(images)) if isinstance(images, list) else np.asarray(images)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected images of shape (B, H, W, 3), got {batch.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device)
+    x = x.permute(0, 3, 1, 2).float()
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(dtype)
+
+
+def stretch_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Segmentation test resize: a plain stretch to ``size = (H, W)`` (no aspect preservation).
+
+    Uses ``INTER_AREA`` when the new width is smaller than the original width, else
+    ``INTER_CUBIC`` (the official ``SegResize`` rule, which looks at the width only).
+
+    Returns:
+        ``(H, W, 3)`` array of the input dtype.
+    """
+    h, w = size
+    interp = cv2.INTER_AREA if w < image.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def letterbox(
+    image: np.ndarray, size: tuple[int, int], pad_value: int = 0
+) -> tuple[np.ndarray, LetterboxParams]:
+    """Aspect-preserving resize into ``size = (H, W)`` with centred constant padding.
+
+    The official ``NormalResizePadImage``: ``s = min(W / w, H / h)``, new size ``int(w s)``,
+    ``int(h s)`` (truncation), ``INTER_LINEAR``, ``left = pad_w // 2``, ``top = pad_h // 2``
+    (geometry in :func:`sapiens2.data.geometry.letterbox_params`).
+
+    Returns:
+        ``(H, W, C)`` padded image and its :class:`~sapiens2.data.geometry.LetterboxParams`.
+    """
+    params = letterbox_params(image.shape[:2], size)
+    new_h, new_w = params.new_hw
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(
+        resized,
+        params.top,
+        params.bottom,
+        params.left,
+        params.right,
+        cv2.BORDER_CONSTANT,
+        value=(pad_value,) * 4,
+    )
+    return padded, params
+
+
+def unletterbox(array, params: LetterboxParams, channels_last: bool = False):
+    """Remove the letterbox padding from a network-resolution map.
+
+    Args:
+        array: ``(..., H_in, W_in)`` numpy array or tensor (``(H_in, W_in, C)`` if ``channels_last``).
+
+    Returns:
+        The same type cropped to the resized image, ``(..., new_h, new_w)``.
+    """
+    ys = slice(params.top, params.top + params.new_hw[0])
+    xs = slice(params.left, params.left + params.new_hw[1])
+    return array[ys, xs] if channels_last else array[..., ys, xs]

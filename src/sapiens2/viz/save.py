@@ -1,0 +1,197 @@
+"""Writing predictions to disk: pictures (``[input | result]``), rendered videos and data files.
+
+Per image ``<name>`` in the output folder (video frames go to ``<out>/<video name>/`` and their
+pictures into ``<out>/<video name>.mp4``):
+
+- every task: ``<name>.jpg`` picture;
+- pose: ``predictions.json`` (official schema; one ``<video>_predictions.json`` per video) and
+  ``coco_results.json`` (COCO keypoint results, 308 keypoints);
+- seg: ``<name>_seg.png`` uint8 labels (+ ``<name>_seg.npy`` int64 with ``save_npy``);
+- normal: ``<name>_normal.npy`` float32 (H, W, 3) and ``<name>_normal.png``;
+- pointmap: ``<name>_depth.npy`` float32 (H, W) metres, ``<name>.ply`` coloured point cloud
+  (foreground points if a mask was used, else every valid point) and ``<name>_depth.png``;
+- albedo: ``<name>_albedo.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sapiens2.inference.export import coco_results, pose_frame_record, pose_predictions_json
+from sapiens2.inference.media import Frame, MediaItem
+from sapiens2.inference.results import (
+    AlbedoResult,
+    NormalResult,
+    PointmapResult,
+    PoseResult,
+    Result,
+    SegResult,
+)
+from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_to_rgb
+from sapiens2.viz.layout import side_by_side
+from sapiens2.viz.ply import write_ply
+from sapiens2.viz.pose import draw_pose
+from sapiens2.viz.seg import seg_picture
+
+logger = logging.getLogger(__name__)
+
+
+def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
+    """Write an ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` gray) image; format from the suffix."""
+    data = rgb[..., ::-1] if rgb.ndim == 3 else rgb
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(data), params)
+    if not ok:
+        raise ValueError(f"cannot encode image {path}")
+    buf.tofile(str(path))
+    return path
+
+
+class PredictionWriter:
+    """Writes each frame's outputs and, on :meth:`close`, the collected JSON files and videos.
+
+    Args:
+        task: the prediction task.
+        out_dir: output folder (created).
+        kpt_thr: pose keypoint score threshold for drawing and COCO scores.
+        save_npy: seg: also write the labels as ``.npy``.
+    """
+
+    def __init__(
+        self, task: str, out_dir: str | Path, *, kpt_thr: float = 0.3, save_npy: bool = False
+    ) -> None:
+        self.task = task
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.kpt_thr = kpt_thr
+        self.save_npy = save_npy
+        self._videos: dict[MediaItem, cv2.VideoWriter] = {}
+        self._depth_ranges: dict[MediaItem, DepthRange] = {}
+        self._pose_frames: dict[MediaItem | None, list[dict]] = {}
+        self._coco: list[dict] = []
+        self._num_pose_frames = 0  # COCO image_id of the next pose frame
+        self.written: list[Path] = []
+
+    # ------------------------------------------------------------------ pictures
+    def picture(self, frame: Frame, result: Result) -> np.ndarray:
+        """The picture of one prediction as uint8 RGB."""
+        rgb = frame.rgb
+        assert rgb is not None
+        if isinstance(result, PoseResult):
+            return draw_pose(rgb, result.keypoints, result.scores, kpt_thr=self.kpt_thr)
+        if isinstance(result, SegResult):
+            return seg_picture(rgb, result.labels)
+        if isinstance(result, NormalResult):
+            return side_by_side(rgb, normals_to_rgb(result.normals, result.mask))
+        if isinstance(result, AlbedoResult):
+            return side_by_side(rgb, albedo_to_rgb(result.albedo, result.mask))
+        if isinstance(result, PointmapResult):
+            bounds = None
+            if frame.item.kind == "video":
+                bounds = self._depth_ranges.setdefault(frame.item, DepthRange()).update(
+                    result.depth, result.mask
+                )
+            return side_by_side(rgb, depth_to_rgb(result.depth, result.mask, bounds))
+        raise TypeError(f"unknown result type {type(result).__name__}")
+
+    # ------------------------------------------------------------------ per frame
+    def write(self, frame: Frame, result: Result) -> None:
+        """Write the files of one frame (and add its picture to the video of a video frame)."""
+        is_video = frame.item.kind == "video"
+        folder = self.out / frame.item.name if is_video else self.out
+        if self.task != "pose":
+            folder.mkdir(parents=True, exist_ok=True)
+        name = frame.name
+        picture = self.picture(frame, result)
+        if is_video:
+            self._add_video_frame(frame, picture)
+        else:
+            self.written.append(write_image(folder / f"{name}.jpg", picture))
+
+        if isinstance(result, PoseResult):
+            key = frame.item if is_video else None
+            self._pose_frames.setdefault(key, []).append(pose_frame_record(result, name))
+            self._coco.extend(coco_results(result, self._num_pose_frames, name, self.kpt_thr))
+            self._num_pose_frames += 1
+        elif isinstance(result, SegResult):
+            self.written.append(
+                write_image(folder / f"{name}_seg.png", result.labels.astype(np.uint8))
+            )
+            if self.save_npy:
+                np.save(folder / f"{name}_seg.npy", result.labels.astype(np.int64))
+                self.written.append(folder / f"{name}_seg.npy")
+        elif isinstance(result, NormalResult):
+            np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32))
+            self.written.append(folder / f"{name}_normal.npy")
+            self.written.append(
+                write_image(
+                    folder / f"{name}_normal.png", normals_to_rgb(result.normals, result.mask)
+                )
+            )
+        elif isinstance(result, PointmapResult):
+            np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
+            self.written.append(folder / f"{name}_depth.npy")
+            valid = np.isfinite(result.points).all(axis=-1) & (result.depth > 0)
+            if result.mask is not None:
+                valid &= result.mask
+            self.written.append(
+                write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid])
+            )
+            self.written.append(
+                write_image(folder / f"{name}_depth.png", picture[:, frame.rgb.shape[1] :])
+            )
+        elif isinstance(result, AlbedoResult):
+            self.written.append(
+                write_image(
+                    folder / f"{name}_albedo.png", albedo_to_rgb(result.albedo, result.mask)
+                )
+            )
+        if is_video and frame.last:
+            self._close_video(frame.item)
+
+    # ------------------------------------------------------------------ videos
+    def _add_video_frame(self, frame: Frame, picture: np.ndarray) -> None:
+        writer = self._videos.get(frame.item)
+        h, w = picture.shape[:2]
+        if writer is None:
+            path = self.out / f"{frame.item.name}.mp4"
+            writer = cv2.VideoWriter(
+                str(path), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps or 25.0, (w, h)
+            )
+            if not writer.isOpened():
+                raise RuntimeError(f"cannot open a video writer for {path}")
+            self._videos[frame.item] = writer
+            self.written.append(path)
+        writer.write(np.ascontiguousarray(picture[..., ::-1]))
+
+    def _close_video(self, item: MediaItem) -> None:
+        writer = self._videos.pop(item, None)
+        if writer is not None:
+            writer.release()
+
+    # ------------------------------------------------------------------ end
+    def close(self) -> None:
+        """Release open videos and write the pose JSON files."""
+        for item in list(self._videos):
+            self._close_video(item)
+        if self.task != "pose":
+            return
+        for item, frames in self._pose_frames.items():
+            if item is None:
+                path = self.out / "predictions.json"
+                data = pose_predictions_json(frames, video=None, kpt_thr=self.kpt_thr)
+            else:
+                path = self.out / f"{item.name}_predictions.json"
+                data = pose_predictions_json(
+                    frames, video=str(item.path.name), kpt_thr=self.kpt_thr
+                )
+            path.write_text(json.dumps(data))
+            self.written.append(path)
+        path = self.out / "coco_results.json"
+        path.write_text(json.dumps(self._coco))
+        self.written.append(path)

@@ -1,0 +1,76 @@
+"""Segmentation pictures: palette colouring, overlay and a legend of the classes present."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from sapiens2.data.metadata import seg29
+from sapiens2.viz.layout import side_by_side
+
+
+def seg_to_rgb(labels: np.ndarray) -> np.ndarray:
+    """``(H, W)`` class ids → ``(H, W, 3)`` uint8 palette colours (ids outside the palette are black)."""
+    palette = np.zeros((256, 3), np.uint8)
+    pal = seg29().palette
+    palette[: len(pal)] = pal
+    return palette[np.asarray(labels).astype(np.uint8)]
+
+
+def seg_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * palette colour`` (the official overlay with alpha 0.5).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB; labels: ``(H, W)`` class ids.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"labels {labels.shape} do not match the image {image.shape[:2]}")
+    mixed = (1 - alpha) * image.astype(np.float32) + alpha * seg_to_rgb(labels).astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def seg_legend(labels: np.ndarray, height: int, include_background: bool = False) -> np.ndarray:
+    """A legend panel of the classes present in ``labels``: colour swatch + class name per row.
+
+    Args:
+        labels: ``(H, W)`` class ids; height: panel height in pixels.
+
+    Returns:
+        ``(height, W_legend, 3)`` uint8 RGB on white (a narrow blank strip if no class is present).
+    """
+    meta = seg29()
+    present = [
+        int(c) for c in np.unique(labels) if c < meta.num_classes and (include_background or c > 0)
+    ]
+    if not present:
+        return np.full((height, 8, 3), 255, np.uint8)
+    row = int(np.clip(height // max(len(present), 1), 12, 28))
+    per_col = max(1, height // row)
+    cols = math.ceil(len(present) / per_col)
+    scale = row / 40
+    text_w = max(
+        cv2.getTextSize(meta.names[c], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for c in present
+    )
+    col_w = row + 6 + text_w + 8
+    panel = np.full((height, cols * col_w, 3), 255, np.uint8)
+    for i, c in enumerate(present):
+        x0 = (i // per_col) * col_w + 4
+        y0 = (i % per_col) * row
+        color = tuple(int(v) for v in meta.palette[c])
+        cv2.rectangle(panel, (x0, y0 + 2), (x0 + row - 4, y0 + row - 3), color, -1)
+        cv2.putText(panel, meta.names[c], (x0 + row + 2, y0 + int(row * 0.72)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+    return panel
+
+
+def seg_picture(image: np.ndarray, labels: np.ndarray, legend: bool = True) -> np.ndarray:
+    """``[image | overlay | legend]`` as one ``uint8`` RGB picture."""
+    panels = [image, seg_overlay(image, labels)]
+    if legend:
+        panels.append(seg_legend(labels, image.shape[0]))
+    return side_by_side(*panels)

@@ -1,0 +1,222 @@
+"""End-to-end ``sapiens2 predict`` on images, a folder and a generated video, with tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import sapiens2
+from sapiens2.cli.main import main
+from sapiens2.viz.ply import read_ply
+
+H, W = 64, 48
+ARGS_SIZE = ["--input-size", "128", "96"]  # pointmap tiny models require 512x384 (their own size)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    folder = root / "folder"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        cv2.imwrite(str(folder / name), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    single = root / "single.png"
+    cv2.imwrite(str(single), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    video = root / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (W, H))
+    for _ in range(2):
+        writer.write(rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    writer.release()
+    return {"folder": folder, "single": single, "video": video}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    torch.manual_seed(0)
+    for task in ("pose", "seg", "normal", "pointmap", "albedo"):
+        paths[task] = root / f"tiny_{task}.safetensors"
+        sapiens2.save_model(sapiens2.create_model("sapiens2_tiny", task=task), paths[task])
+    return paths
+
+
+def _run(task, models, media, out, *extra):
+    size = [] if task == "pointmap" else ARGS_SIZE
+    argv = [
+        "predict",
+        "--task",
+        task,
+        "--model",
+        str(models[task]),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    argv += size + list(extra) + [str(media["folder"]), str(media["single"]), str(media["video"])]
+    return main(argv)
+
+
+def _picture(path, min_width):
+    img = cv2.imread(str(path))
+    assert img is not None, path
+    assert img.shape[0] == H and img.shape[1] >= min_width
+    return img
+
+
+def _video_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    return frames
+
+
+def _common_checks(out, capsys, picture_min_width):
+    text = capsys.readouterr().out
+    assert "5 frame(s)" in text and "skipped 1 unreadable file(s)" in text and "broken.jpg" in text
+    for name in ("a", "b", "single"):
+        _picture(out / f"{name}.jpg", picture_min_width)
+    frames = _video_frames(out / "clip.mp4")
+    assert len(frames) == 2 and frames[0].shape[0] == H
+
+
+def test_predict_pose(models, media, tmp_path, capsys):
+    out = tmp_path / "pose"
+    assert _run("pose", models, media, out, "--batch-size", "2") == 0
+    _common_checks(out, capsys, W)
+    preds = json.loads((out / "predictions.json").read_text())
+    assert (
+        preds["video"] is None and preds["num_keypoints"] == 308 and preds["image_size"] == [H, W]
+    )
+    assert [f["image_name"] for f in preds["frames"]] == ["a", "b", "single"]
+    inst = preds["frames"][0]["instances"]
+    assert len(inst) == 1 and inst[0]["bbox"] == [0, 0, W - 1, H - 1]  # whole-image fallback
+    kp = np.array(inst[0]["keypoints"])
+    assert kp.shape == (308, 2) and np.isfinite(kp).all() and len(inst[0]["keypoint_scores"]) == 308
+    video = json.loads((out / "clip_predictions.json").read_text())
+    assert video["video"] == "clip.mp4" and [f["image_name"] for f in video["frames"]] == [
+        "clip_000000",
+        "clip_000001",
+    ]
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert len(coco) == 5 and sorted({c["image_id"] for c in coco}) == [0, 1, 2, 3, 4]
+    assert all(len(c["keypoints"]) == 3 * 308 and c["category_id"] == 1 for c in coco)
+    assert coco[0]["bbox"] == [0, 0, W - 1, H - 1]
+
+
+def test_predict_pose_with_boxes_json(models, media, tmp_path, capsys):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(
+        json.dumps({"a.png": [[2, 3, 30, 40, 0.8], [10, 10, 40, 60]], "clip_000001": []})
+    )
+    out = tmp_path / "pose_boxes"
+    assert _run("pose", models, media, out, "--boxes", str(boxes), "--no-flip-test") == 0
+    preds = json.loads((out / "predictions.json").read_text())
+    a = preds["frames"][0]["instances"]
+    assert [i["bbox"] for i in a] == [[2, 3, 30, 40], [10, 10, 40, 60]] and a[0][
+        "bbox_score"
+    ] == 0.8
+    video = json.loads((out / "clip_predictions.json").read_text())
+    assert len(video["frames"][0]["instances"]) == 1 and video["frames"][1]["instances"] == []
+
+
+def test_predict_seg(models, media, tmp_path, capsys):
+    out = tmp_path / "seg"
+    assert _run("seg", models, media, out, "--save-npy") == 0
+    _common_checks(out, capsys, 2 * W)
+    for name in ("a", "b", "single"):
+        labels = cv2.imread(str(out / f"{name}_seg.png"), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (H, W) and labels.dtype == np.uint8 and labels.max() < 29
+        np.testing.assert_array_equal(np.load(out / f"{name}_seg.npy"), labels.astype(np.int64))
+    assert cv2.imread(str(out / "clip" / "clip_000001_seg.png"), cv2.IMREAD_UNCHANGED).shape == (
+        H,
+        W,
+    )
+
+
+def test_predict_normal_with_seg_masks(models, media, tmp_path, capsys):
+    seg_out = tmp_path / "seg_for_masks"
+    assert _run("seg", models, media, seg_out) == 0
+    capsys.readouterr()
+    out = tmp_path / "normal"
+    assert _run("normal", models, media, out, "--mask-dir", str(seg_out)) == 0
+    _common_checks(out, capsys, 2 * W)
+    for name in ("a", "single"):
+        n = np.load(out / f"{name}_normal.npy")
+        assert n.shape == (H, W, 3) and n.dtype == np.float32 and np.isfinite(n).all()
+        assert np.linalg.norm(n, axis=-1).max() <= 1 + 1e-5
+        pic = cv2.imread(str(out / f"{name}_normal.png"))[..., ::-1]
+        fg = cv2.imread(str(seg_out / f"{name}_seg.png"), cv2.IMREAD_UNCHANGED) > 0
+        assert (pic[~fg] == 0).all()  # background masked to black
+        expected = np.clip((n[fg] + 1) * 0.5 * 255, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(pic[fg], expected)
+    assert np.load(out / "clip" / "clip_000000_normal.npy").shape == (H, W, 3)
+
+
+def test_predict_pointmap(models, media, tmp_path, capsys):
+    out = tmp_path / "pointmap"
+    assert _run("pointmap", models, media, out) == 0
+    _common_checks(out, capsys, 2 * W)
+    for name in ("a", "single"):
+        depth = np.load(out / f"{name}_depth.npy")
+        assert depth.shape == (H, W) and depth.dtype == np.float32 and np.isfinite(depth).all()
+        pts, cols = read_ply(out / f"{name}.ply")
+        assert pts.shape == cols.shape and pts.shape[0] == int((depth > 0).sum())
+        if len(pts):
+            assert (pts[:, 2] > 0).all()
+        assert cv2.imread(str(out / f"{name}_depth.png")).shape == (H, W, 3)
+    assert (out / "clip" / "clip_000001.ply").is_file()
+
+
+def test_predict_albedo(models, media, tmp_path, capsys):
+    out = tmp_path / "albedo"
+    assert _run("albedo", models, media, out, "--batch-size", "3") == 0
+    _common_checks(out, capsys, 2 * W)
+    alb = cv2.imread(str(out / "b_albedo.png"))
+    assert alb.shape == (H, W, 3) and alb.dtype == np.uint8
+
+
+def test_wrong_task_checkpoint_is_a_clear_error(models, media, tmp_path, capsys):
+    argv = [
+        "predict",
+        "--task",
+        "pose",
+        "--model",
+        str(models["seg"]),
+        "--out",
+        str(tmp_path / "x"),
+        str(media["single"]),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is a seg checkpoint, but --task pose was given" in err and "tiny_seg.safetensors" in err
+
+
+def test_missing_input_and_nothing_readable(models, media, tmp_path, capsys):
+    base = [
+        "predict",
+        "--task",
+        "seg",
+        "--model",
+        str(models["seg"]),
+        "--out",
+        str(tmp_path / "y"),
+        "--device",
+        "cpu",
+    ]
+    assert main([*base, str(tmp_path / "nope.png")]) == 2
+    assert "input not found" in capsys.readouterr().err
+    assert main([*base, str(media["folder"] / "broken.jpg")]) == 1
+    assert main([*base, "--boxes", str(tmp_path / "b.json"), str(media["single"])]) == 2
+    assert "--boxes is only used with --task pose" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""Pictures and the PLY writer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sapiens2.data.metadata import keypoints308, seg29
+from sapiens2.viz import (
+    DepthRange,
+    albedo_to_rgb,
+    depth_to_rgb,
+    draw_pose,
+    normals_to_rgb,
+    seg_legend,
+    seg_overlay,
+    seg_to_rgb,
+    side_by_side,
+    write_ply,
+)
+from sapiens2.viz.ply import read_ply
+
+
+def test_draw_pose_uses_metadata_colours_and_threshold():
+    meta = keypoints308()
+    img = np.zeros((100, 100, 3), np.uint8)
+    kp = np.full((1, 308, 2), 50.0)
+    sc = np.zeros((1, 308))
+    nose, left_eye = meta.index("nose"), meta.index("left_eye")
+    kp[0, nose] = (20, 20)
+    kp[0, left_eye] = (80, 80)
+    sc[0, nose] = 0.9
+    sc[0, left_eye] = 0.2  # below the threshold: not drawn, nor its link
+    out = draw_pose(img, kp, sc, kpt_thr=0.3, radius=3)
+    assert out[20, 20].tolist() == meta.colors[nose].tolist()
+    assert out[80, 80].tolist() == [0, 0, 0] and out[50, 50].tolist() == [0, 0, 0]
+    assert img.max() == 0  # input untouched
+    sc[0, left_eye] = 0.9
+    out = draw_pose(img, kp, sc, kpt_thr=0.3, radius=3, thickness=1)
+    link = next(i for i, (a, b) in enumerate(meta.skeleton.tolist()) if {a, b} == {nose, left_eye})
+    assert out[50, 50].tolist() == meta.link_colors[link].tolist()
+
+
+def test_seg_colours_overlay_and_legend():
+    meta = seg29()
+    labels = np.zeros((30, 40), np.uint8)
+    labels[:, 20:] = 4
+    rgb = seg_to_rgb(labels)
+    assert (
+        rgb[0, 0].tolist() == meta.palette[0].tolist()
+        and rgb[0, 30].tolist() == meta.palette[4].tolist()
+    )
+    img = np.full((30, 40, 3), 100, np.uint8)
+    over = seg_overlay(img, labels)
+    np.testing.assert_array_equal(
+        over[0, 30], np.rint(0.5 * 100 + 0.5 * meta.palette[4].astype(float))
+    )
+    legend = seg_legend(labels, 30)
+    assert legend.shape[0] == 30 and legend.shape[1] > 20
+    # one row: the hair swatch (the background class is not listed)
+    assert legend[10, 10].tolist() == meta.palette[4].tolist()
+    two = seg_legend(np.array([[0, 4], [9, 9]], np.uint8), 60)
+    assert (
+        two[10, 10].tolist() == meta.palette[4].tolist()
+        and two[40, 10].tolist() == meta.palette[9].tolist()
+    )
+
+
+def test_normals_albedo_depth_pictures():
+    n = np.zeros((4, 4, 3), np.float32)
+    n[..., 0] = 1  # pointing right -> red
+    mask = np.ones((4, 4), bool)
+    mask[0, 0] = False
+    rgb = normals_to_rgb(n, mask)
+    assert rgb[1, 1].tolist() == [255, 127, 127] and rgb[0, 0].tolist() == [0, 0, 0]
+    alb = albedo_to_rgb(np.full((4, 4, 3), 0.5, np.float32), mask)
+    assert alb[1, 1].tolist() == [127] * 3 and alb[0, 0].tolist() == [100] * 3
+
+    depth = np.tile(np.linspace(1.0, 5.0, 50, dtype=np.float32), (10, 1))
+    depth[0, 0] = -1  # invalid -> gray
+    pic = depth_to_rgb(depth)
+    assert pic[0, 0].tolist() == [100, 100, 100]
+    near, far = pic[5, 1].astype(int), pic[5, -1].astype(int)
+    assert near[0] > near[2] and far[2] > far[0]  # turbo: near red, far blue
+    rng = DepthRange().update(depth).update(depth * 2)
+    assert rng.near < 1.1 and rng.far > 9.5
+
+
+def test_side_by_side_and_ply_round_trip(tmp_path):
+    a = np.zeros((10, 5, 3), np.uint8)
+    b = np.full((20, 20, 3), 255, np.uint8)
+    out = side_by_side(a, b)
+    assert out.shape == (10, 15, 3) and out[:, 5:].min() == 255
+    pts = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    cols = np.arange(21, dtype=np.uint8).reshape(7, 3)
+    write_ply(tmp_path / "p.ply", pts, cols)
+    p2, c2 = read_ply(tmp_path / "p.ply")
+    np.testing.assert_array_equal(p2, pts)
+    np.testing.assert_array_equal(c2, cols)
+    header = (tmp_path / "p.ply").read_bytes()[:200]
+    assert b"element vertex 7" in header and b"binary_little_endian" in header

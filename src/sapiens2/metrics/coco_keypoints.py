@@ -470,7 +470,7 @@ def _evaluate_chunk(
     n = chunk.size
     k = sigmas.size
     g_max = max(int(g_count[chunk].max()), 1)
-    d_max = max(max_d, 1)
+    d_max = max(int(d_count[chunk].max()), 1)  # detections of this chunk (<= max_d unless 0)
     g_idx = np.full((n, g_max), gt.image.size, dtype=np.int64)
     g_ok = np.zeros((n, g_max), dtype=bool)
     d_idx = np.full((n, d_max), dt.image.size, dtype=np.int64)
@@ -498,24 +498,24 @@ def _evaluate_chunk(
     d_kp = dt_kps[d_idx]  # (n, D, K, 2)
     xd = d_kp[:, :, None, :, 0]  # (n, D, 1, K)
     yd = d_kp[:, :, None, :, 1]
-    has_vis = (k1 > 0)[:, None, :, None]  # (n, 1, G, 1)
-    dx_direct = xd - xg[:, None]
-    dy_direct = yd - yg[:, None]
-    zero = 0.0
-    dx_box = np.maximum(zero, x0[:, None, :, None] - xd) + np.maximum(
-        zero, xd - x1[:, None, :, None]
-    )
-    dy_box = np.maximum(zero, y0[:, None, :, None] - yd) + np.maximum(
-        zero, yd - y1[:, None, :, None]
-    )
-    dx = np.where(has_vis, dx_direct, dx_box)
-    dy = np.where(has_vis, dy_direct, dy_box)
+    dx = xd - xg[:, None]  # (n, D, G, K)
+    dy = yd - yg[:, None]
+    # ground truths without labelled keypoints: distance to the box doubled around the GT bbox
+    r_box, g_box = np.nonzero((k1 == 0) & g_ok)
+    if r_box.size:
+        xb, yb = d_kp[r_box, :, :, 0], d_kp[r_box, :, :, 1]  # (M, D, K)
+        lo_x, hi_x = x0[r_box, g_box][:, None, None], x1[r_box, g_box][:, None, None]
+        lo_y, hi_y = y0[r_box, g_box][:, None, None], y1[r_box, g_box][:, None, None]
+        dx[r_box, :, g_box] = np.maximum(0.0, lo_x - xb) + np.maximum(0.0, xb - hi_x)
+        dy[r_box, :, g_box] = np.maximum(0.0, lo_y - yb) + np.maximum(0.0, yb - hi_y)
     variances = (sigmas * 2) ** 2
     area = gt_area[g_idx][:, None, :, None]
     e = (dx**2 + dy**2) / variances / (area + _EPS) / 2
-    weight = np.where(has_vis, vis[:, None], True)  # (n, D, G, K)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    weight = (vis | (k1 == 0)[..., None])[:, None]  # (n, 1, G, K): labelled points, or all
     count = np.where(k1 > 0, k1, k)[:, None, :]  # (n, 1, G)
-    oks = np.sum(np.where(weight, np.exp(-e), 0.0), axis=-1) / count  # (n, D, G)
+    oks = np.sum(e * weight, axis=-1) / count  # (n, D, G)
     oks = np.where(g_ok[:, None, :] & d_ok[:, :, None], oks, -np.inf)
 
     crowd = gt_crowd[g_idx] & g_ok  # (n, G)
@@ -556,8 +556,9 @@ def _evaluate_chunk(
             dig[:, :, d] = hit & ig_s[rows, mm]
         out_of_range = ((d_area < lo) | (d_area > hi))[:, None, :]  # (n, 1, D)
         dig |= ~tp & out_of_range
-        dt_tp[a, chunk] = tp[:, :, :max_d]
-        dt_ig[a, chunk] = dig[:, :, :max_d]
+        w = min(d_max, max_d)
+        dt_tp[a, chunk, :, :w] = tp[:, :, :w]
+        dt_ig[a, chunk, :, :w] = dig[:, :, :w]
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:

@@ -45,7 +45,7 @@ def all_reduce_sum(state: dict[str, np.ndarray], group: Any = None) -> dict[str,
     Returns:
         A new dict with the summed arrays (the input itself when not distributed).
     """
-    if not is_distributed() or world_size(group) == 1:
+    if not is_distributed():
         return {k: v.copy() for k, v in state.items()}
     device = _reduce_device(group)
     out: dict[str, np.ndarray] = {}
@@ -75,7 +75,7 @@ def _kind(array: np.ndarray) -> str:
 
 def all_gather_objects(obj: Any, group: Any = None) -> list[Any]:
     """Gather one picklable object from every rank, in rank order (``[obj]`` when not distributed)."""
-    if not is_distributed() or world_size(group) == 1:
+    if not is_distributed():
         return [obj]
     gathered: list[Any] = [None] * world_size(group)
     dist.all_gather_object(gathered, obj, group=group)

@@ -55,12 +55,19 @@ def _meta():
     return keypoints308()
 
 
+def _np(x: Any) -> np.ndarray:
+    """numpy float64 copy of a list / array / (CUDA) tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
 def _instance_arrays(pred: Mapping[str, Any], index: int, num_keypoints: int):
     where = f"prediction #{index}"
     for key in ("image_id", "keypoints"):
         if key not in pred:
             raise ValueError(f"{where}: missing field '{key}'")
-    kp = np.asarray(pred["keypoints"], dtype=np.float64)
+    kp = _np(pred["keypoints"])
     if kp.ndim == 1 and kp.size in (2 * num_keypoints, 3 * num_keypoints):
         kp = kp.reshape(num_keypoints, -1)
     if kp.shape not in ((num_keypoints, 2), (num_keypoints, 3)):
@@ -68,7 +75,7 @@ def _instance_arrays(pred: Mapping[str, Any], index: int, num_keypoints: int):
             f"{where}: 'keypoints' has shape {kp.shape}, expected ({num_keypoints}, 2) or ({num_keypoints}, 3)"
         )
     if "keypoint_scores" in pred:
-        scores = np.asarray(pred["keypoint_scores"], dtype=np.float64).reshape(-1)
+        scores = _np(pred["keypoint_scores"]).reshape(-1)
         if scores.size != num_keypoints:
             raise ValueError(
                 f"{where}: 'keypoint_scores' has {scores.size} values, expected {num_keypoints}"
@@ -341,7 +348,7 @@ class Keypoints308Metric:
         for pred in predictions:
             self._local.append(
                 {
-                    k: (np.asarray(v) if k in ("keypoints", "keypoint_scores") else v)
+                    k: (_np(v) if k in ("keypoints", "keypoint_scores") else v)
                     for k, v in pred.items()
                 }
             )

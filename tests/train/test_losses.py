@@ -592,6 +592,10 @@ def test_pointmap_composite():
     a = _finite_grad(lambda p: loss((p, ps), batch), nan_pred)
     for k in a:
         _close(a[k], float(out[k]))
+    # a masked-out block (zero-area normals there) keeps the gradient finite
+    block = mask.clone()
+    block[:, :, 3:, 2:] = False
+    _finite_grad(lambda p: loss((p, ps), {**batch, "mask": block}), nan_pred)
     # composite shift-invariant term ignores a common shift (values stay under the clamp)
     w = PointmapLossWeights(
         l1=0, multiscale_l1=0, silog=0, intrinsics=0, normal=0, scale=0, shift_l1=1

@@ -178,7 +178,10 @@ def shift_invariant_l1_loss(
 
 
 def _pad_right_down(x: torch.Tensor) -> torch.Tensor:
-    return F.pad(x, (0, 1, 0, 1), mode="reflect")
+    """Reflect padding by one pixel at the right and bottom (written with slices, whose backward is
+    deterministic on CUDA unlike ``F.pad(mode="reflect")``)."""
+    x = torch.cat([x, x[..., :, -2:-1]], dim=-1)
+    return torch.cat([x, x[..., -2:-1, :]], dim=-2)
 
 
 def pointmap_normals(
@@ -200,7 +203,7 @@ def pointmap_normals(
     down = p[..., 1 : h + 1, :w] - points
     n = torch.cross(right, down, dim=1) * factor
     norm = n.norm(dim=1, keepdim=True)
-    return F.normalize(n, dim=1), norm
+    return n / norm.clamp(min=1e-12), norm
 
 
 def pointmap_normal_loss(

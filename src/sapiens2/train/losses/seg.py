@@ -100,15 +100,18 @@ def dice_loss(
         Scalar loss.
     """
     logits = _check(logits, labels, ignore_index)
-    c = logits.shape[1]
+    b, c = logits.shape[:2]
     valid = (labels != ignore_index)[:, None]  # (B, 1, H, W)
     prob = torch.where(valid, logits.softmax(dim=1), torch.zeros_like(logits))
-    onehot = F.one_hot(torch.where(valid[:, 0], labels.long(), 0), c).permute(0, 3, 1, 2)
-    onehot = torch.where(valid, onehot.to(prob.dtype), torch.zeros_like(prob))
-    inter = (prob * onehot).sum(dim=(2, 3))[:, 1:]  # (B, C-1)
-    denom = (prob**2).sum(dim=(2, 3))[:, 1:] + (onehot**2).sum(dim=(2, 3))[:, 1:]
+    lab = torch.where(valid, labels.long()[:, None], 0)  # (B, 1, H, W)
+    # Σ p_c g_c = sum of p at the pixels labelled c; Σ g_c² = pixel count of c (no one-hot needed)
+    p_at_label = prob.gather(1, lab).flatten(1)
+    inter = prob.new_zeros(b, c).scatter_add_(1, lab.flatten(1), p_at_label)[:, 1:]
+    count = prob.new_zeros(b, c).scatter_add_(1, lab.flatten(1), valid.flatten(1).to(prob.dtype))
+    count = count[:, 1:]  # (B, C-1)
+    denom = (prob**2).sum(dim=(2, 3))[:, 1:] + count
     dice = (2 * inter + eps) / (denom + eps)
-    present = onehot.sum(dim=(2, 3))[:, 1:] > 0
+    present = count > 0
     n_present = present.sum(dim=1)
     mean_dice = torch.where(present, dice, torch.zeros_like(dice)).sum(dim=1) / n_present.clamp(
         min=1

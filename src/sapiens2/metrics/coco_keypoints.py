@@ -252,7 +252,8 @@ def parse_results(
     """
     k = gt.keypoints.shape[1]
     area_key = area_kpt_key or kpt_key
-    use_bbox = len(results) > 0 and bool(results[0].get("bbox"))
+    first_bbox = results[0].get("bbox") if len(results) else None
+    use_bbox = first_bbox is not None and len(first_bbox) > 0  # pycocotools loadRes bbox branch
     image, category, score, area, kpts = [], [], [], [], []
     for i, res in enumerate(results):
         where = f"result #{i}"
@@ -413,8 +414,7 @@ def _accumulate(gt: KeypointGroundTruth, dt: KeypointDetections, sigmas: np.ndar
     pair_cat = pairs // len(imgs)
     d_valid = np.arange(max_d)[None, :] < d_count[:, None]  # (P, D)
     scores_pd = np.zeros((n_pairs, max_d))
-    for p in range(n_pairs):
-        scores_pd[p, : d_count[p]] = dt.score[dt_order[d_start[p] : d_start[p] + d_count[p]]]
+    scores_pd[d_valid] = dt.score[dt_order]  # dt_order is grouped by pair in pair order
     for c in range(n_c):
         sel = np.flatnonzero(pair_cat == c)  # ascending pair index = ascending image id
         if sel.size == 0:

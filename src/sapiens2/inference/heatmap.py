@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 BLUR_KERNEL_SIZE = 11
 
@@ -32,31 +33,32 @@ def heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return locs, scores
 
 
-def blur_heatmaps(heatmaps: np.ndarray, kernel_size: int = BLUR_KERNEL_SIZE) -> np.ndarray:
-    """DARK modulation: per channel, zero-pad, Gaussian blur (sigma from the kernel size), crop, and
-    rescale so that the channel maximum is unchanged.
-
-    Args:
-        heatmaps: ``(N, K, H, W)`` float32.
+def _blurred_neighbourhoods(
+    keypoints: np.ndarray, heatmaps: np.ndarray, kernel_size: int
+) -> np.ndarray:
+    """DARK modulation, evaluated where it is needed: per channel, the zero-padded Gaussian blur
+    (sigma from the kernel size; a constant-0 border is the same as zero padding by the kernel
+    radius), rescaled so its maximum equals the raw maximum, clipped to [0.001, 50], logged, and
+    read at the 3x3 neighbourhood of the integer maximum with edge replication.
 
     Returns:
-        A blurred copy of the same shape.
+        ``(N*K, 3, 3)`` float32, ``[:, 1 + dy, 1 + dx]``.
     """
-    border = (kernel_size - 1) // 2
     n, k, h, w = heatmaps.shape
-    out = np.empty_like(heatmaps, dtype=np.float32)
-    padded = np.zeros((h + 2 * border, w + 2 * border), dtype=np.float32)
-    for i in range(n):
-        for j in range(k):
-            hm = heatmaps[i, j]
-            peak = hm.max()
-            padded[border:-border, border:-border] = hm
-            blurred = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[
-                border:-border, border:-border
-            ]
-            top = blurred.max()
-            out[i, j] = blurred * (peak / top) if top != 0 else blurred
-    return out
+    flat = heatmaps.reshape(n * k, h, w)
+    offsets = np.arange(-1, 2)
+    xs = np.clip(keypoints[..., 0].reshape(-1).astype(np.int64)[:, None] + offsets, 0, w - 1)
+    ys = np.clip(keypoints[..., 1].reshape(-1).astype(np.int64)[:, None] + offsets, 0, h - 1)
+    out = np.empty((n * k, 3, 3), np.float32)
+    for i in range(n * k):
+        hm = flat[i]
+        blurred = cv2.GaussianBlur(
+            hm, (kernel_size, kernel_size), 0, borderType=cv2.BORDER_CONSTANT
+        )
+        top = blurred.max()
+        factor = hm.max() / top if top != 0 else 1.0
+        out[i] = blurred[np.ix_(ys[i], xs[i])] * factor
+    return np.log(np.clip(out, 0.001, 50.0))
 
 
 def dark_udp_refine(
@@ -70,30 +72,27 @@ def dark_udp_refine(
 
     Args:
         keypoints: ``(N, K, 2)`` integer locations from :func:`heatmap_maximum`.
-        heatmaps: ``(N, K, H, W)``.
+        heatmaps: ``(N, K, H, W)`` float32.
 
     Returns:
         ``(N, K, 2)`` float32 refined locations. Locations marked invalid (``-1``) are returned as is.
     """
-    n, k, h, w = heatmaps.shape
-    logs = np.log(np.clip(blur_heatmaps(heatmaps.astype(np.float32), kernel_size), 0.001, 50.0))
-    pad = np.pad(logs, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").reshape(n * k, h + 2, w + 2)
+    heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
+    return _newton_refine(keypoints, _blurred_neighbourhoods(keypoints, heatmaps, kernel_size))
 
-    valid = (keypoints[..., 0] >= 0).reshape(-1)
-    x = np.clip(keypoints[..., 0].reshape(-1).astype(np.int64), 0, w - 1) + 1
-    y = np.clip(keypoints[..., 1].reshape(-1).astype(np.int64), 0, h - 1) + 1
-    ch = np.arange(n * k)
 
-    def at(dx: int, dy: int) -> np.ndarray:
-        return pad[ch, y + dy, x + dx].astype(np.float64)
-
-    c = at(0, 0)
-    xp, xm, yp, ym = at(1, 0), at(-1, 0), at(0, 1), at(0, -1)
+def _newton_refine(keypoints: np.ndarray, nbhd: np.ndarray) -> np.ndarray:
+    """The DARK Newton step from the 3x3 log-heatmap neighbourhoods ``nbhd`` ``(N*K, 3, 3)``
+    (``nbhd[:, 1 + dy, 1 + dx]``) around integer ``keypoints`` ``(N, K, 2)``."""
+    n, k = keypoints.shape[:2]
+    v = np.asarray(nbhd, dtype=np.float64)
+    c = v[:, 1, 1]
+    xp, xm, yp, ym = v[:, 1, 2], v[:, 1, 0], v[:, 2, 1], v[:, 0, 1]
     dx = 0.5 * (xp - xm)
     dy = 0.5 * (yp - ym)
     dxx = xp - 2 * c + xm
     dyy = yp - 2 * c + ym
-    dxy = 0.5 * (at(1, 1) - xp - yp + 2 * c - xm - ym + at(-1, -1))
+    dxy = 0.5 * (v[:, 2, 2] - xp - yp + 2 * c - xm - ym + v[:, 0, 0])
 
     eps = float(np.finfo(np.float32).eps)
     a, b, d = dxx + eps, dxy, dyy + eps  # symmetric 2x2 [[a, b], [b, d]]
@@ -102,6 +101,7 @@ def dark_udp_refine(
         step_x = (d * dx - b * dy) / det
         step_y = (a * dy - b * dx) / det
     out = keypoints.reshape(-1, 2).astype(np.float64).copy()
+    valid = out[:, 0] >= 0
     ok = valid & np.isfinite(step_x) & np.isfinite(step_y)
     out[ok, 0] -= step_x[ok]
     out[ok, 1] -= step_y[ok]
@@ -132,6 +132,55 @@ def decode_udp(
     kp = (locs * scale).astype(np.float32)
     kp[scores <= 0] = -1
     return kp, scores
+
+
+def decode_udp_torch(
+    heatmaps: torch.Tensor, input_size: tuple[int, int], kernel_size: int = BLUR_KERNEL_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_udp` computed where the heatmaps are (GPU or CPU), same result to float rounding.
+
+    The zero-padded blur is a separable convolution with OpenCV's Gaussian kernel and zero padding
+    (the padding width equals the kernel radius, so OpenCV's border mode never matters); only the
+    3x3 neighbourhoods of the maxima and the per-channel maxima leave the device.
+
+    Args:
+        heatmaps: ``(N, K, H_hm, W_hm)`` tensor.
+        input_size: network input ``(W, H)``.
+
+    Returns:
+        keypoints ``(N, K, 2)`` float32 in network-input pixels and scores ``(N, K)`` float32 (numpy).
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"expected heatmaps of shape (N, K, H, W), got {tuple(heatmaps.shape)}")
+    n, k, h, w = heatmaps.shape
+    if h < 2 or w < 2:
+        raise ValueError(f"heatmaps must be at least 2x2, got {h}x{w}")
+    hm = heatmaps.detach().float().reshape(n * k, 1, h, w)
+    scores, idx = hm.reshape(n * k, -1).max(dim=1)
+    x, y = idx % w, idx // w
+
+    g = torch.from_numpy(cv2.getGaussianKernel(kernel_size, 0).astype(np.float32)).to(hm.device)
+    r = kernel_size // 2
+    blurred = F.conv2d(
+        F.conv2d(hm, g.view(1, 1, -1, 1), padding=(r, 0)), g.view(1, 1, 1, -1), padding=(0, r)
+    )
+    top = blurred.reshape(n * k, -1).amax(dim=1)
+    factor = torch.where(top != 0, scores / torch.where(top != 0, top, 1), 1)
+    offsets = torch.arange(-1, 2, device=hm.device)
+    ys = (y[:, None] + offsets).clamp(0, h - 1)  # edge padding == clamped indices
+    xs = (x[:, None] + offsets).clamp(0, w - 1)
+    ch = torch.arange(n * k, device=hm.device)
+    nbhd = blurred[ch[:, None, None], 0, ys[:, :, None], xs[:, None, :]] * factor[:, None, None]
+    nbhd = nbhd.clamp(0.001, 50.0).log()
+
+    scores_np = scores.reshape(n, k).cpu().numpy().astype(np.float32)
+    locs = torch.stack([x, y], dim=-1).reshape(n, k, 2).cpu().numpy().astype(np.float32)
+    locs[scores_np <= 0] = -1
+    locs = _newton_refine(locs, nbhd.cpu().numpy())
+    scale = np.array(input_size, dtype=np.float64) / np.array([w - 1, h - 1], dtype=np.float64)
+    kp = (locs * scale).astype(np.float32)
+    kp[scores_np <= 0] = -1
+    return kp, scores_np
 
 
 def flip_back_heatmaps(

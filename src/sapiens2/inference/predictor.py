@@ -17,7 +17,7 @@ from sapiens2.data.metadata import keypoints308
 from sapiens2.detect.protocol import Detector, detect_person_boxes
 from sapiens2.inference import postprocess
 from sapiens2.inference.boxes import as_boxes, boxes_from_mask, whole_image_box
-from sapiens2.inference.heatmap import decode_udp, flip_back_heatmaps
+from sapiens2.inference.heatmap import decode_udp, decode_udp_torch, flip_back_heatmaps
 from sapiens2.inference.media import read_image
 from sapiens2.inference.preprocess import check_rgb, letterbox, stretch_resize, to_tensor
 from sapiens2.inference.results import (
@@ -283,8 +283,9 @@ class Predictor:
                 return from_mask, np.ones(len(from_mask), np.float32)
         return whole_image_box(*rgb.shape[:2]), np.ones(1, np.float32)
 
-    def pose_heatmaps(self, crops: np.ndarray) -> np.ndarray:
-        """Heatmaps ``(N, 308, H/4, W/4)`` float32 for crops ``(N, H, W, 3)``, flip-averaged if enabled."""
+    def pose_heatmaps(self, crops: np.ndarray) -> torch.Tensor:
+        """Heatmaps ``(N, 308, H/4, W/4)`` float32 (on the model's device) for crops ``(N, H, W, 3)``,
+        flip-averaged if enabled."""
         x = to_tensor(crops, device=self.device, dtype=self.dtype)
         n = x.shape[0]
         if self.flip_test:
@@ -293,7 +294,15 @@ class Predictor:
             hm = self.model(x).float()
         if self.flip_test:
             hm = 0.5 * (hm[:n] + flip_back_heatmaps(hm[n:], keypoints308().flip_indices))
-        return hm.cpu().numpy()
+        return hm
+
+    def decode(self, heatmaps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """UDP + DARK decoding of ``(N, K, h, w)`` heatmaps to network-input keypoints ``(N, K, 2)``
+        and scores ``(N, K)``; on an accelerator the blur runs there, on CPU with OpenCV."""
+        size = (self.input_size[1], self.input_size[0])
+        if heatmaps.device.type == "cpu":
+            return decode_udp(heatmaps.numpy(), size)
+        return decode_udp_torch(heatmaps, size)
 
     def _predict_pose(self, rgbs: list[np.ndarray], boxes_list: list, bs: int) -> list[PoseResult]:
         results: list[PoseResult | None] = [None] * len(rgbs)
@@ -303,9 +312,7 @@ class Predictor:
         def flush() -> None:
             crops = [p[1] for p in pending if len(p[1])]
             if crops:
-                kp_in, scores = decode_udp(
-                    self.pose_heatmaps(np.concatenate(crops)), (hw[1], hw[0])
-                )
+                kp_in, scores = self.decode(self.pose_heatmaps(np.concatenate(crops)))
             at = 0
             for i, crop, center, scale, boxes, box_scores in pending:
                 n = len(crop)

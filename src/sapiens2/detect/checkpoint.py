@@ -86,33 +86,38 @@ def config_from_state_dict(
             f"{where}: not an RTMDet detector checkpoint (no {_PROBE_KEY!r}; keys start with "
             f"{sample})"
         )
-    stem_mid = _shape(sd, "backbone.stem.0.conv.weight", where)[0]
-    stem_out = _shape(sd, "backbone.stem.2.conv.weight", where)[0]
-    stage_channels = tuple(
-        _shape(sd, f"backbone.stage{i}.0.conv.weight", where)[0] for i in range(1, 5)
-    )
+
+    def shape(key: str) -> tuple[int, ...]:
+        return _shape(sd, key, where)
+
     csp_index = {1: 1, 2: 1, 3: 1, 4: 2}
-    stage_blocks = tuple(
-        _count_indices(sd, f"backbone.stage{i}.{csp_index[i]}.blocks.") for i in range(1, 5)
-    )
-    main = _shape(sd, "backbone.stage1.1.main_conv.conv.weight", where)[0]
-    head_w = _shape(sd, "bbox_head.cls_convs.0.0.conv.weight", where)
-    cls_w = _shape(sd, "bbox_head.rtm_cls.0.weight", where)
-    return RTMDetConfig(
-        stem_channels=(stem_mid, stem_out),
-        stage_channels=stage_channels,  # type: ignore[arg-type]
-        stage_blocks=stage_blocks,  # type: ignore[arg-type]
-        expand_ratio=main / stage_channels[0],
-        channel_attention="backbone.stage1.1.attention.fc.weight" in sd,
-        neck_channels=_shape(sd, "neck.out_convs.0.conv.weight", where)[0],
-        neck_blocks=_count_indices(sd, "neck.top_down_blocks.0.blocks."),
-        head_channels=head_w[0],
-        head_stacked_convs=_count_indices(sd, "bbox_head.cls_convs.0."),
-        num_classes=cls_w[0],
-        pred_kernel_size=cls_w[-1],
-        exp_on_reg=exp_on_reg,
-        bn_eps=bn_eps,
-    )
+    stage_channels = tuple(shape(f"backbone.stage{i}.0.conv.weight")[0] for i in range(1, 5))
+    cls_w = shape("bbox_head.rtm_cls.0.weight")
+    try:
+        return RTMDetConfig(
+            stem_channels=(
+                shape("backbone.stem.0.conv.weight")[0],
+                shape("backbone.stem.2.conv.weight")[0],
+            ),
+            stage_channels=stage_channels,  # type: ignore[arg-type]
+            stage_blocks=tuple(  # type: ignore[arg-type]
+                _count_indices(sd, f"backbone.stage{i}.{csp_index[i]}.blocks.") for i in range(1, 5)
+            ),
+            expand_ratio=shape("backbone.stage1.1.main_conv.conv.weight")[0] / stage_channels[0],
+            channel_attention="backbone.stage1.1.attention.fc.weight" in sd,
+            neck_channels=shape("neck.out_convs.0.conv.weight")[0],
+            neck_blocks=_count_indices(sd, "neck.top_down_blocks.0.blocks."),
+            head_channels=shape("bbox_head.cls_convs.0.0.conv.weight")[0],
+            head_stacked_convs=_count_indices(sd, "bbox_head.cls_convs.0."),
+            num_classes=cls_w[0],
+            pred_kernel_size=cls_w[-1],
+            exp_on_reg=exp_on_reg,
+            bn_eps=bn_eps,
+        )
+    except DetectorCheckpointError:
+        raise
+    except ValueError as err:  # RTMDetConfig's own checks (e.g. a stage without blocks)
+        raise DetectorCheckpointError(f"{where}: unsupported RTMDet layout: {err}") from err
 
 
 def check_state_dict(model: RTMDet, sd: Mapping[str, torch.Tensor], where: str) -> None:

@@ -56,6 +56,8 @@ def letterbox(image_rgb: np.ndarray, cfg: DetectorTestConfig) -> tuple[np.ndarra
     # mmcv.rescale_size: factor min(long_target / long, short_target / short), rounded half up.
     factor = min(size / max(h, w), size / min(h, w))
     new_w, new_h = int(w * factor + 0.5), int(h * factor + 0.5)
+    if new_w < 1 or new_h < 1:
+        raise ValueError(f"image of shape {image_rgb.shape} is too elongated to resize to {size}")
     bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
     if (new_w, new_h) == (w, h):
         resized = bgr

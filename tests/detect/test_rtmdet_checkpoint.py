@@ -75,6 +75,15 @@ def test_unexpected_key_is_named(tmp_path, checkpoint):
         load_detector(_save_variant(tmp_path, checkpoint, edit))
 
 
+def test_unsupported_layout_is_named(tmp_path, checkpoint):
+    def edit(sd):
+        for key in [k for k in sd if k.startswith("backbone.stage2.1.blocks.")]:
+            del sd[key]
+
+    with pytest.raises(DetectorCheckpointError, match=r"variant\.pth: unsupported RTMDet layout"):
+        load_detector(_save_variant(tmp_path, checkpoint, edit))
+
+
 def test_differing_shared_conv_copies_are_refused(tmp_path, checkpoint):
     def edit(sd):
         key = "bbox_head.reg_convs.2.1.conv.weight"

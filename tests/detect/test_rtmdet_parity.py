@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sapiens2.detect import DetectorTestConfig, RTMDetDetector
+from sapiens2.detect import DetectorTestConfig, RTMDetDetector, filter_person_boxes
 from sapiens2.detect.preprocess import letterbox, normalize
 
 
@@ -111,3 +111,14 @@ def test_bad_images_are_rejected(tiny_detector, fixture_rgb):
         tiny_detector(fixture_rgb.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         tiny_detector(fixture_rgb[:, :, 0])
+    with pytest.raises(ValueError, match="too elongated"):
+        tiny_detector(np.zeros((2000, 1, 3), np.uint8))
+
+
+def test_no_detection_gives_empty_arrays_and_the_fallback(tiny_detector, fixture_rgb):
+    det = RTMDetDetector(tiny_detector.model, DetectorTestConfig(input_size=320, score_thr=1.0))
+    boxes, scores = det(fixture_rgb)
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+    persons = filter_person_boxes(boxes, scores, fixture_rgb.shape[:2])
+    assert persons.is_fallback
+    np.testing.assert_array_equal(persons.boxes, [[0, 0, 360, 478]])

@@ -1,0 +1,1 @@
+"""Tests of sapiens2.detect (RTMDet person detector and the Detector protocol)."""

@@ -84,7 +84,8 @@ def _video_frames(path):
 
 def _common_checks(out, capsys, picture_min_width):
     text = capsys.readouterr().out
-    assert "5 frame(s)" in text and "skipped 1 unreadable file(s)" in text and "broken.jpg" in text
+    assert "5 frame(s) (3 image(s), 2 video frame(s) from 1 video(s))" in text
+    assert "skipped 1 unreadable file(s)" in text and "broken.jpg" in text
     for name in ("a", "b", "single"):
         _picture(out / f"{name}.jpg", picture_min_width)
     frames = _video_frames(out / "clip.mp4")
@@ -179,12 +180,22 @@ def test_predict_pointmap(models, media, tmp_path, capsys):
     assert (out / "clip" / "clip_000001.ply").is_file()
 
 
-def test_predict_albedo(models, media, tmp_path, capsys):
+def test_predict_albedo_with_mask_model(models, media, tmp_path, capsys):
     out = tmp_path / "albedo"
-    assert _run("albedo", models, media, out, "--batch-size", "3") == 0
+    assert (
+        _run("albedo", models, media, out, "--batch-size", "3", "--mask-model", str(models["seg"]))
+        == 0
+    )
     _common_checks(out, capsys, 2 * W)
-    alb = cv2.imread(str(out / "b_albedo.png"))
-    assert alb.shape == (H, W, 3) and alb.dtype == np.uint8
+    seg_out = tmp_path / "seg"
+    assert _run("seg", models, media, seg_out) == 0
+    for name in ("a", "b"):
+        alb = cv2.imread(str(out / f"{name}_albedo.png"))
+        assert alb.shape == (H, W, 3) and alb.dtype == np.uint8
+        background = cv2.imread(str(seg_out / f"{name}_seg.png"), cv2.IMREAD_UNCHANGED) == 0
+        assert (
+            background.any() and (alb[background] == 100).all()
+        )  # the seg model's background is gray
 
 
 def test_wrong_task_checkpoint_is_a_clear_error(models, media, tmp_path, capsys):

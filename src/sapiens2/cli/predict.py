@@ -166,8 +166,13 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
 
     seconds = time.perf_counter() - start
-    videos = sum(item.kind == "video" for item in items)
-    summary = f"{args.task}: {done} frame(s) from {len(items) - videos} image(s) and {videos} video(s) in {seconds:.1f} s"
+    bad = {path for path, _ in skipped}
+    images = sum(item.kind == "image" and item.path not in bad for item in items)
+    videos = sum(item.kind == "video" and item.path not in bad for item in items)
+    summary = (
+        f"{args.task}: {done} frame(s) ({images} image(s), {done - images} video frame(s) "
+        f"from {videos} video(s)) in {seconds:.1f} s"
+    )
     if args.task == "pose":
         summary += f", {people} person instance(s)"
     summary += f"; outputs in {args.out}"

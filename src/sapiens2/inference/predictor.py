@@ -66,7 +66,8 @@ class Predictor:
         input_size: network input ``(H, W)``; default the model's required size, else 1024×768.
         flip_test: pose only: average with the flipped input (on in the official config).
         mask_model: a segmentation model / source / Predictor: dense tasks mask the background with
-            its person mask, pose takes person boxes from its connected components.
+            its person mask, pose takes person boxes from its connected components. A model (not a
+            Predictor) runs at this predictor's input size.
         detector: pose only: a :class:`~sapiens2.detect.protocol.Detector` for person boxes
             (followed by the official score/NMS filter, ``bbox_thr`` / ``nms_thr``).
         batch_size: images per forward (pose: person crops per forward; the crops of one image
@@ -139,7 +140,11 @@ class Predictor:
                     )
                 _check_task_model(mask_model, "seg", what="mask model")
                 self.mask_predictor = Predictor(
-                    "seg", mask_model, device=self.device, input_size=None, batch_size=batch_size
+                    "seg",
+                    mask_model,
+                    device=self.device,
+                    input_size=None if getattr(mask_model, "input_size", None) else self.input_size,
+                    batch_size=batch_size,
                 )
 
     # ------------------------------------------------------------------ public API

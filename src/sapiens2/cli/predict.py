@@ -15,7 +15,26 @@ HELP = "run a pose / seg / normal / pointmap / albedo model on images and videos
 logger = logging.getLogger(__name__)
 
 
+EPILOG = """\
+outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures in <out>/<video>.mp4):
+  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result)
+  pose       predictions.json      official schema (one <video>_predictions.json per video)
+             coco_results.json     COCO keypoint results, 308 keypoints as [x, y, score] * 308
+  seg        <name>_seg.png        uint8 class ids 0..28 (+ <name>_seg.npy int64 with --save-npy)
+  normal     <name>_normal.npy     float32 (H, W, 3) camera-frame normals, and <name>_normal.png
+  pointmap   <name>_depth.npy      float32 (H, W) metres, <name>.ply point cloud, <name>_depth.png
+  albedo     <name>_albedo.png     RGB albedo
+
+examples:
+  sapiens2 predict --task pose --model facebook/sapiens2-pose-0.4b --out out/ photos/ clip.mp4
+  sapiens2 predict --task seg --model facebook/sapiens2-seg-1b --out seg/ photos/
+  sapiens2 predict --task normal --model facebook/sapiens2-normal-1b --mask-dir seg/ --out n/ photos/
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "media", nargs="+", metavar="MEDIA", help="images, folders, glob patterns or videos"
     )

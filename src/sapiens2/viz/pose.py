@@ -10,7 +10,7 @@ from sapiens2.data.metadata import keypoints308
 
 def default_radius(height: int, width: int) -> int:
     """Keypoint radius that scales with the image (the official demo uses 8 for ~4K-side images)."""
-    return max(1, round(max(height, width) / 400))
+    return max(2, round(max(height, width) / 400))
 
 
 def draw_pose(

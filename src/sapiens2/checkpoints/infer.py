@@ -180,8 +180,12 @@ def _stages(sd: StateDict, prefix: str, transpose: bool = False) -> tuple[tuple,
     return tuple(chans), tuple(kernels)
 
 
-def infer_head(task: Task, sd: StateDict) -> HeadConfig:
-    """Head widths of a ``decode_head`` state dict (keys without the prefix)."""
+def infer_head(task: Task, sd: StateDict, token_grid: tuple[int, int] | None = None) -> HeadConfig:
+    """Head widths of a ``decode_head`` state dict (keys without the prefix).
+
+    ``token_grid`` (pointmap only) overrides the grid inferred from the scale MLP; our saved files
+    record it in their metadata.
+    """
     if task in ("pose", "seg"):
         deconv, deconv_k = _stages(sd, "deconv_layers.", transpose=True)
         conv, conv_k = _stages(sd, "conv_layers.")
@@ -214,7 +218,7 @@ def infer_head(task: Task, sd: StateDict) -> HeadConfig:
         **dense,
         scale_conv_channels=scale,
         scale_hidden=tuple(s[0] for s in linear[:-1]),
-        token_grid=_token_grid(linear[0][1], scale[-1], len(scale)),
+        token_grid=token_grid or _token_grid(linear[0][1], scale[-1], len(scale)),
     )
 
 

@@ -46,6 +46,18 @@ def read_state_dict(
     return _read_torch(path, torch.device(device))
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file (empty for other files)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(path, framework="pt") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+
+
 def _read_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     try:
         with safe_open(path, framework="pt") as f:

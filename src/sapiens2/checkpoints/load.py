@@ -11,7 +11,7 @@ from torch import nn
 from sapiens2.checkpoints.errors import CheckpointError, list_names
 from sapiens2.checkpoints.hub import resolve_source
 from sapiens2.checkpoints.infer import detect_task, infer_arch, infer_head, split_task_state_dict
-from sapiens2.checkpoints.io import read_state_dict, write_state_dict
+from sapiens2.checkpoints.io import read_metadata, read_state_dict, write_state_dict
 from sapiens2.device import resolve_device, resolve_dtype
 from sapiens2.models import Sapiens2, TaskModel, build_model
 
@@ -67,6 +67,7 @@ def load_model(
         CheckpointError: not a Sapiens2 checkpoint, unreadable, or keys/shapes that do not fit.
     """
     dev = resolve_device(device)
+    metadata: dict[str, str] = {}
     if isinstance(source, Mapping):
         sd = dict(source)
         origin = "state dict"
@@ -75,12 +76,15 @@ def load_model(
             source, cache_dir=cache_dir, revision=revision, local_files_only=local_files_only
         )
         sd = read_state_dict(path, device="meta" if dev.type == "meta" else "cpu")
+        metadata = read_metadata(path)
         origin = str(path)
     try:
         backbone_sd, head_sd = split_task_state_dict(sd)
         arch = infer_arch(backbone_sd)
         task = detect_task(head_sd)
-        head = infer_head(task, head_sd) if task else None
+        grid = metadata.get("sapiens2_token_grid")
+        grid = tuple(int(v) for v in grid.split(",")) if grid else None
+        head = infer_head(task, head_sd, grid) if task else None
         model = build_model(arch, task, head, device="meta")
         load_state_dict_strict(model, sd, assign=True)
     except CheckpointError as err:
@@ -109,4 +113,6 @@ def save_model(model: Sapiens2 | TaskModel, path: str | Path) -> Path:
     meta = {"sapiens2_arch": (model.cfg if isinstance(model, Sapiens2) else model.arch).name}
     if isinstance(model, TaskModel):
         meta["sapiens2_task"] = model.task
+        if model.task == "pointmap":
+            meta["sapiens2_token_grid"] = ",".join(map(str, model.head_config.token_grid))
     return write_state_dict(state_dict_for_saving(model), path, metadata=meta)

@@ -13,9 +13,19 @@ from types import ModuleType
 
 def _command_modules() -> list[ModuleType]:
     # Imported here so `sapiens2 --help` stays fast and one broken command cannot hide the others.
-    from sapiens2.cli import features, models, predict
+    from sapiens2.cli import (
+        check_data,
+        features,
+        models,
+        predict,
+        pretrain,
+        probe,
+        recipes,
+        synth,
+        train,
+    )
 
-    return [models, features, predict]
+    return [models, features, predict, synth, check_data, recipes, train, pretrain, probe]
 
 
 def build_parser() -> argparse.ArgumentParser:

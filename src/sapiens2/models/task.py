@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -42,9 +43,26 @@ def check_task(task: str) -> Task:
 
 
 def default_head_config(task: str, arch: ArchConfig) -> HeadConfig:
-    """The official head widths for ``arch`` (spec §2.1–2.5); the tiny arch gets tiny widths."""
+    """The official head widths for ``arch`` (spec §2.1–2.5); the tiny arch gets tiny widths.
+
+    On a 4K backbone (64x48 tokens for a 4096x3072 input) the dense heads get one more x2 stage,
+    so they predict at 2048x1536 (the paper's 2K output); pose keeps its heatmap head.
+    """
     task = check_task(task)
-    size = arch.name.removeprefix("sapiens2_")
+    cfg = _base_head_config(task, arch)
+    if not arch.use_tokenizer or task == "pose":
+        return cfg
+    if isinstance(cfg, SegHeadConfig):
+        c = cfg.deconv_channels[-1]
+        return replace(
+            cfg, deconv_channels=(*cfg.deconv_channels, c), deconv_kernels=(*cfg.deconv_kernels, 4)
+        )
+    c = max(cfg.upsample_channels[-1] // 2, cfg.conv_channels[0] if cfg.conv_channels else 8)
+    return replace(cfg, upsample_channels=(*cfg.upsample_channels, c))
+
+
+def _base_head_config(task: Task, arch: ArchConfig) -> HeadConfig:
+    size = arch.name.removeprefix("sapiens2_").removesuffix("_4k")
     if size == "tiny":
         dense = {"upsample_channels": (32, 16, 16, 8), "conv_channels": (8, 8, 4)}
         return {
@@ -52,13 +70,17 @@ def default_head_config(task: str, arch: ArchConfig) -> HeadConfig:
             "seg": SegHeadConfig((32, 16, 16, 8), (4, 4, 4, 4), (8, 8)),
             "normal": DenseHeadConfig(**dense),
             "albedo": DenseHeadConfig(**dense),
+            # 512x384 inputs: a 32x24 token grid, or 8x6 on the 4K variant (two stride-2 convs)
             "pointmap": PointmapHeadConfig(
-                **dense, scale_conv_channels=(32, 16, 8), scale_hidden=(16, 8), token_grid=(32, 24)
+                **dense,
+                scale_conv_channels=(32, 16) if arch.use_tokenizer else (32, 16, 8),
+                scale_hidden=(16, 8),
+                token_grid=(8, 6) if arch.use_tokenizer else (32, 24),
             ),
         }[task]
     big = size == "5b"
     if task == "pose":
-        if size.startswith("1b"):
+        if size == "1b":
             return PoseHeadConfig((1536, 1024), (4, 4), (768, 512, 256))
         return PoseHeadConfig()
     if task == "seg":
@@ -70,8 +92,6 @@ def default_head_config(task: str, arch: ArchConfig) -> HeadConfig:
     if task == "albedo":
         return DenseHeadConfig((1536, 768, 512, 256)) if big else DenseHeadConfig()
     grid = (arch.img_size[0] // arch.stride, arch.img_size[1] // arch.stride)
-    if arch.use_tokenizer:
-        grid = (64, 48)
     if big:
         return PointmapHeadConfig(
             upsample_channels=(1536, 768, 768, 768), conv_channels=(128, 64, 32), token_grid=grid

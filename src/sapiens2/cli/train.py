@@ -1,0 +1,51 @@
+"""``sapiens2 train``: fine-tune a task model with a recipe (single process or under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+NAME = "train"
+HELP = "fine-tune a task model: sapiens2 train --recipe seg-1b --data DIR --out DIR"
+
+logger = logging.getLogger(__name__)
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a missing ``=`` is an error."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, help="<task>-<size>, see `sapiens2 recipes`")
+    parser.add_argument("--data", required=True, help="dataset root (train/ and val/) or shards")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--init", help="pretrain or task checkpoint (file or hub id) to start from")
+    parser.add_argument("--resume", help="checkpoint folder, or 'auto' for the latest in OUT")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sapiens2.train.recipes import get_recipe
+    from sapiens2.train.trainer import train
+
+    recipe = get_recipe(args.recipe).with_overrides(parse_sets(args.set))
+    result = train(
+        recipe, args.data, args.out, init=args.init, resume=args.resume, device=args.device
+    )
+    if result.val:
+        flat = {k: v for k, v in result.val.items() if isinstance(v, int | float)}
+        print(json.dumps({"steps": result.steps, "val": flat}, indent=1))
+    logger.info("model written to %s", result.out / "model.safetensors")
+    return 0

@@ -1,0 +1,185 @@
+"""Fine-tuning recipes: typed dataclasses named ``<task>-<size>`` that derive from one base.
+
+The official hyper-parameters (spec §3.1–3.2) fill the per-task, per-size table below; the
+``tiny`` size is our CPU-sized recipe for tests, demos and quick experiments.
+``Recipe.with_overrides({"max_steps": "100"})`` applies ``--set key=value`` strings, rejecting
+unknown keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, fields, replace
+from typing import Any, get_type_hints
+
+TASK_NAMES = ("pose", "seg", "normal", "pointmap", "albedo")
+SIZES = ("tiny", "0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str
+    arch: str
+    # model input (H, W) and, for 4K recipes, the dense-head output stride is set by the head
+    input_size: tuple[int, int] = (1024, 768)
+    # optimisation (AdamW with layer-wise lr decay; warm-up then polynomial decay)
+    lr: float = 5e-4
+    layer_decay: float = 0.9
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float = 4.0
+    max_steps: int = 20_000
+    warmup_steps: int = 500
+    warmup_start_factor: float = 1e-3
+    batch_size: int = 8  # per process, per micro-step
+    grad_accum: int = 1  # micro-steps per optimiser step
+    # engine
+    strategy: str = "single"  # single | ddp | fsdp2 (the official configs use fsdp2 or ddp)
+    precision: str = "bf16"  # bf16 (autocast / FSDP2 mixed precision) | fp32
+    activation_checkpointing: bool = True
+    compile: bool = False
+    num_workers: int = 2
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    val_every: int = 1000
+    save_every: int = 1000
+    vis_every: int = 100
+    val_max_batches: int = 0  # 0 = the whole validation split
+    pose_flip_test: bool = True
+    augment: bool = True  # the official training augmentations (off: the eval pipeline)
+    official: bool = True  # hyper-parameters from the official config of this task/size
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
+        """A copy with fields set from ``key=value`` strings or values; unknown keys are errors."""
+        hints = get_type_hints(Recipe)
+        known = {f.name for f in fields(self)}
+        changes = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise KeyError(f"unknown recipe key {key!r}; known: {', '.join(sorted(known))}")
+            changes[key] = _coerce(key, value, hints[key])
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if hint is str:
+        return value
+    if hint is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected a boolean, got {value!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"{key}: cannot parse {value!r}") from None
+    if hint is float and isinstance(parsed, int):
+        parsed = float(parsed)
+    expected = {int: int, float: float}.get(hint)
+    if expected is not None and not isinstance(parsed, expected):
+        raise ValueError(f"{key}: expected {expected.__name__}, got {value!r}")
+    if expected is None and not isinstance(parsed, tuple | list):
+        raise ValueError(f"{key}: expected a tuple such as (1024, 768), got {value!r}")
+    return tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+# (strategy, precision, steps, lr, layer decay, clip, per-GPU batch) of the official configs.
+_OFFICIAL: dict[tuple[str, str], tuple[str, str, int, float, float, float, int]] = {
+    ("pose", "0.4b"): ("fsdp2", "bf16", 10_000, 5e-4, 0.80, 2.0, 6),
+    ("pose", "0.8b"): ("fsdp2", "bf16", 10_000, 5e-4, 0.85, 4.0, 12),
+    ("pose", "1b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.90, 4.0, 7),
+    ("pose", "5b"): ("fsdp2", "bf16", 20_000, 1e-4, 0.94, 4.0, 2),
+    ("seg", "0.4b"): ("ddp", "bf16", 20_000, 5e-4, 0.80, 2.0, 12),
+    ("seg", "0.8b"): ("ddp", "fp32", 30_000, 5e-4, 0.85, 4.0, 5),
+    ("seg", "1b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.90, 4.0, 8),
+    ("seg", "5b"): ("fsdp2", "bf16", 50_000, 5e-4, 0.94, 4.0, 2),
+    ("normal", "0.4b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.80, 2.0, 20),
+    ("normal", "0.8b"): ("fsdp2", "bf16", 10_000, 5e-4, 0.85, 4.0, 12),
+    ("normal", "1b"): ("fsdp2", "bf16", 40_000, 5e-4, 0.90, 4.0, 7),
+    ("normal", "5b"): ("fsdp2", "bf16", 40_000, 1e-4, 0.94, 4.0, 3),
+    ("pointmap", "0.4b"): ("fsdp2", "fp32", 20_000, 5e-4, 0.80, 2.0, 8),
+    ("pointmap", "0.8b"): ("fsdp2", "fp32", 20_000, 5e-4, 0.85, 2.0, 6),
+    ("pointmap", "1b"): ("fsdp2", "fp32", 40_000, 5e-4, 0.90, 4.0, 3),
+    ("pointmap", "5b"): ("fsdp2", "fp32", 40_000, 1e-4, 0.94, 4.0, 1),
+    ("albedo", "0.4b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.80, 2.0, 20),
+    ("albedo", "0.8b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.85, 4.0, 12),
+    ("albedo", "1b"): ("fsdp2", "bf16", 40_000, 5e-4, 0.90, 4.0, 7),
+    ("albedo", "5b"): ("fsdp2", "bf16", 40_000, 5e-4, 0.94, 4.0, 3),
+}
+
+
+def base_recipe(task: str, size: str) -> Recipe:
+    """The recipe ``<task>-<size>``.
+
+    0.4B–5B carry the official numbers; 0.1B (no official task configs) borrows the 0.4B ones;
+    1B-4K borrows the 1B ones with 4096x3072 inputs (the paper fine-tunes the 4K backbone for
+    segmentation and normals); ``tiny`` is a CPU recipe at 256x192 (pointmap 512x384).
+    """
+    if task not in TASK_NAMES:
+        raise KeyError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
+    if size not in SIZES:
+        raise KeyError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    arch = "sapiens2_" + size.replace("-", "_")
+    name = f"{task}-{size}"
+    if size == "tiny":
+        return Recipe(
+            name=name,
+            task=task,
+            arch=arch,
+            input_size=(512, 384) if task == "pointmap" else (256, 192),
+            lr=2e-3,
+            layer_decay=0.95,
+            weight_decay=0.05,
+            clip_grad=2.0,
+            max_steps=300,
+            warmup_steps=20,
+            batch_size=8,
+            precision="fp32",
+            activation_checkpointing=False,
+            num_workers=0,
+            log_every=10,
+            val_every=100,
+            save_every=100,
+            vis_every=100,
+            official=False,
+        )
+    src = {"0.1b": "0.4b", "1b-4k": "1b"}.get(size, size)
+    strategy, precision, steps, lr, decay, clip, batch = _OFFICIAL[(task, src)]
+    return Recipe(
+        name=name,
+        task=task,
+        arch=arch,
+        input_size=(4096, 3072) if size == "1b-4k" else (1024, 768),
+        lr=lr,
+        layer_decay=decay,
+        clip_grad=clip,
+        max_steps=steps,
+        batch_size=batch,
+        strategy=strategy,
+        precision=precision,
+        official=src == size,
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    f"{task}-{size}": base_recipe(task, size) for task in TASK_NAMES for size in SIZES
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown recipe {name!r}; recipes are <task>-<size> with task in {TASK_NAMES} and "
+            f"size in {SIZES} (see `sapiens2 recipes`)"
+        ) from None

@@ -1,0 +1,402 @@
+"""The fine-tuning loop: one recipe, from a laptop CPU to ``torchrun`` across GPUs and machines.
+
+Mixed precision is bf16 autocast (single/ddp) or FSDP2's ``MixedPrecisionPolicy`` (fsdp2); the
+loss is always computed in float32. Gradient accumulation sums ``grad_accum`` micro-batches with
+gradient synchronisation only on the last. Checkpoints are sharded DCP folders that resume exactly
+(model, optimiser, step, data position, RNG); the final weights are exported as
+``OUT/model.safetensors`` in the official layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from sapiens2.checkpoints import load_model, load_state_dict_strict, save_model
+from sapiens2.data.datasets import collate
+from sapiens2.data.loader import ResumableLoader
+from sapiens2.models import TaskModel, build_model, create_model
+from sapiens2.train import distributed as dist_utils
+from sapiens2.train.optim import Schedule, param_groups, set_lr
+from sapiens2.train.recipes import Recipe
+from sapiens2.train.tasks import TaskAdapter, adapter_for, to_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    val: dict[str, Any] = field(default_factory=dict)
+
+
+def init_from(model: TaskModel, source: str | Path) -> None:
+    """Initialises from a pretrain (backbone) checkpoint, or a task checkpoint: the whole model
+    when the task matches, else only its backbone. Architectures must match exactly."""
+    src = load_model(source)
+    if isinstance(src, TaskModel) and src.task == model.task:
+        load_state_dict_strict(model, src.state_dict())
+        logger.info("initialised the whole %s model from %s", model.task, source)
+        return
+    backbone = src.backbone if isinstance(src, TaskModel) else src
+    if backbone.cfg.name != model.arch.name and backbone.cfg != model.arch:
+        raise ValueError(
+            f"--init {source} is a {backbone.cfg.name} backbone; the recipe trains {model.arch.name}"
+        )
+    load_state_dict_strict(model.backbone, backbone.state_dict())
+    logger.info("initialised the backbone from %s", source)
+
+
+class _Padded(Dataset):
+    """This rank's share of an eval dataset, padded to ``length`` by repeating items marked as pads
+    (every rank must run the same number of forwards under FSDP)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], length: int) -> None:
+        self.dataset, self.indices, self.length = dataset, indices, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pad = i >= len(self.indices)
+        item = dict(
+            self.dataset[self.indices[i % max(1, len(self.indices))] if self.indices else 0]
+        )
+        item["pad"] = pad
+        return item
+
+
+def _select(batch: dict[str, Any], keep: list[int]) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[keep]
+        elif isinstance(v, list):
+            out[k] = [v[i] for i in keep]
+        else:
+            out[k] = v
+    return out
+
+
+def _grad_sync(model: nn.Module, sync: bool):
+    if isinstance(model, nn.parallel.DistributedDataParallel) and not sync:
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+def _as_float(pred):
+    return tuple(p.float() for p in pred) if isinstance(pred, tuple) else pred.float()
+
+
+def _grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    return np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+
+
+class Trainer:
+    """Runs one recipe on a dataset folder (or shards) and writes everything under ``out``.
+
+    Args:
+        recipe: the typed recipe (see :mod:`sapiens2.train.recipes`).
+        data: dataset root with ``train/`` and ``val/`` (docs/formats.md) or shards.
+        out: output folder (logs, pictures, checkpoints, ``model.safetensors``).
+        init: pretrain or task checkpoint to start from (file or hub id); random init if None.
+        resume: a checkpoint folder, or ``"auto"`` for the latest under ``out/checkpoints``.
+        device: ``cpu``/``cuda``; default cuda when available.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        data: str | Path,
+        out: str | Path,
+        *,
+        init: str | Path | None = None,
+        resume: str | Path | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.recipe, self.data, self.out = recipe, data, Path(out)
+        self.init, self.resume = init, resume
+        self.info = dist_utils.init_distributed(device)
+        self.adapter: TaskAdapter = adapter_for(recipe.task, flip_test=recipe.pose_flip_test)
+
+    # ---------------------------------------------------------------- setup
+    def _build(self) -> None:
+        r, info = self.recipe, self.info
+        torch.manual_seed(r.seed)  # identical initial weights on every rank
+        model = create_model(r.arch, task=r.task, device=info.device)
+        if self.init is not None:
+            init_from(model, self.init)
+        model.train()
+        model.backbone.set_grad_checkpointing(r.activation_checkpointing)
+        self.model = model
+        bf16 = r.precision == "bf16"
+        # One process has nothing to shard or replicate: ddp/fsdp2 recipes run plainly.
+        strategy = r.strategy if info.distributed else "single"
+        if r.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be bf16 or fp32, got {r.precision!r}")
+        self.wrapped = dist_utils.wrap_model(
+            model,
+            strategy,
+            info,
+            param_dtype=torch.bfloat16 if bf16 and strategy == "fsdp2" else None,
+            reduce_dtype=torch.float32 if bf16 and strategy == "fsdp2" else None,
+        )
+        self.autocast = (
+            torch.autocast(info.device.type, dtype=torch.bfloat16)
+            if bf16 and strategy != "fsdp2"
+            else contextlib.nullcontext()
+        )
+        groups = param_groups(
+            model,
+            lr=r.lr,
+            weight_decay=r.weight_decay,
+            layer_decay=r.layer_decay,
+            depth=model.arch.depth,
+        )
+        for g in groups:
+            g.pop("names")
+        self.optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=r.betas)
+        self.schedule = Schedule(r.max_steps, r.warmup_steps, r.warmup_start_factor)
+        self.loss_fn = self.adapter.loss()
+        dist_utils.seed_everything(r.seed, info.rank)
+        ds = self.adapter.dataset(self.data, "train", True, r.input_size, r.seed, r.augment)
+        self.loader = ResumableLoader(
+            ds,
+            r.batch_size,
+            shuffle=True,
+            seed=r.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            drop_last=True,
+            num_workers=r.num_workers,
+            collate_fn=collate,
+        )
+        if len(self.loader) == 0:
+            raise ValueError(
+                f"the training split has {len(ds)} samples: too few for batch {r.batch_size} x "
+                f"{info.world_size} processes"
+            )
+        self.forward = torch.compile(self.wrapped) if r.compile else self.wrapped
+
+    def _resume_dir(self) -> Path | None:
+        if self.resume is None:
+            return None
+        if str(self.resume) == "auto":
+            found = sorted((self.out / "checkpoints").glob("step_*"))
+            return found[-1] if found else None
+        return Path(self.resume)
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> TrainResult:
+        r, info = self.recipe, self.info
+        self._build()
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.json").write_text(json.dumps(r.to_dict(), indent=1))
+        start = 0
+        ckpt = self._resume_dir()
+        if ckpt is not None:
+            extra, rank_state = dist_utils.load_checkpoint(ckpt, self.wrapped, self.optimizer)
+            start = int(extra["step"])
+            if rank_state is not None:
+                self.loader.load_state_dict(rank_state["loader"])
+                dist_utils.set_rng_state(rank_state["rng"])
+            logger.info("resumed from %s at step %d", ckpt, start)
+        result = TrainResult(self.out, start)
+        log_file = open(self.out / "log.jsonl", "a") if info.is_main else None  # noqa: SIM115
+        tb = self._tensorboard() if info.is_main else None
+        batches = iter(self.loader)
+        bar = None
+        if info.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=r.max_steps, initial=start, desc=f"train {r.name}", unit="step")
+        t0, window = time.perf_counter(), []
+        try:
+            for step in range(start, r.max_steps):
+                lr = set_lr(self.optimizer, r.lr, self.schedule.factor(step))
+                terms: dict[str, float] = {}
+                for micro in range(r.grad_accum):
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        batches = iter(self.loader)
+                        batch = next(batches)
+                    batch = to_device(batch, info.device)
+                    last = micro == r.grad_accum - 1
+                    with _grad_sync(self.wrapped, last):
+                        with self.autocast:
+                            pred = self.forward(batch["image"])
+                        losses = self.loss_fn(_as_float(pred), batch)
+                        (losses["loss"] / r.grad_accum).backward()
+                    for k, v in losses.items():
+                        terms[k] = terms.get(k, 0.0) + float(v.detach()) / r.grad_accum
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad)
+                if hasattr(grad_norm, "full_tensor"):
+                    grad_norm = grad_norm.full_tensor()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                done = step + 1
+                names = sorted(terms)
+                mean = dist_utils.all_reduce_mean(
+                    torch.tensor([terms[k] for k in names], dtype=torch.float64)
+                )
+                row = {
+                    "step": done,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    **dict(zip(names, mean.tolist(), strict=True)),
+                }
+                result.history.append(row)
+                window.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if done % r.log_every == 0 or done == r.max_steps:
+                    elapsed = time.perf_counter() - t0
+                    avg = {
+                        k: float(np.mean([w[k] for w in window])) for k in window[-1] if k != "step"
+                    }
+                    avg.update(step=done, sec_per_step=elapsed / len(window),
+                               samples_per_sec=len(window) * r.batch_size * r.grad_accum * info.world_size / elapsed)  # fmt: skip
+                    if log_file is not None:
+                        log_file.write(json.dumps(avg) + "\n")
+                        log_file.flush()
+                    if tb is not None:
+                        for k, v in avg.items():
+                            if k != "step":
+                                tb.add_scalar(f"train/{k}", v, done)
+                    t0, window = time.perf_counter(), []
+                if info.is_main and r.vis_every and done % r.vis_every == 0:
+                    self._picture(batch, pred, self.out / "vis" / f"train_{done:06d}.png")
+                if r.val_every and done % r.val_every == 0 and done != r.max_steps:
+                    result.val = self._validate_and_log(done, log_file, tb)
+                if r.save_every and done % r.save_every == 0 and done != r.max_steps:
+                    self.save(done)
+            end = r.max_steps
+            if start < end or not result.val:
+                result.val = self._validate_and_log(end, log_file, tb) if r.val_every else {}
+            self.save(end)
+            self.export(self.out / "model.safetensors")
+            result.steps = end
+        finally:
+            if bar is not None:
+                bar.close()
+            if log_file is not None:
+                log_file.close()
+            if tb is not None:
+                tb.close()
+        return result
+
+    # ---------------------------------------------------------------- pieces
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.debug("tensorboard is not installed; logging to log.jsonl only")
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _picture(self, batch: dict[str, Any], pred, path: Path) -> None:
+        import cv2
+
+        n = min(4, batch["image"].shape[0])
+        pred = tuple(p.detach() for p in pred) if isinstance(pred, tuple) else pred.detach()
+        rows = [self.adapter.picture(batch, _as_float(pred), i) for i in range(n)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(_grid(rows), cv2.COLOR_RGB2BGR))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Metrics on the ``val`` split, computed across all ranks."""
+        r, info = self.recipe, self.info
+        ds = self.adapter.dataset(self.data, "val", False, r.input_size, r.seed)
+        n = len(ds)
+        if r.val_max_batches:
+            n = min(n, r.val_max_batches * r.batch_size * info.world_size)
+        mine = list(range(info.rank, n, info.world_size))
+        length = math.ceil(n / info.world_size)
+        loader = DataLoader(_Padded(ds, mine, length), batch_size=r.batch_size, collate_fn=collate)
+        metric = self.adapter.metric(self.data, "val")
+        self.model.eval()
+        try:
+            for batch in loader:
+                batch = to_device(batch, info.device)
+                with self.autocast:
+                    pred = (
+                        self.adapter.predict(self.forward, batch["image"])
+                        if hasattr(self.adapter, "predict")
+                        else self.forward(batch["image"])
+                    )
+                keep = [i for i, p in enumerate(batch["pad"]) if not p]
+                if keep:
+                    pred = _as_float(pred)
+                    sel = tuple(p[keep] for p in pred) if isinstance(pred, tuple) else pred[keep]
+                    self.adapter.update_metric(metric, sel, _select(batch, keep))
+        finally:
+            self.model.train()
+        metric.sync()
+        return metric.compute()
+
+    def _validate_and_log(self, step: int, log_file, tb) -> dict[str, Any]:
+        val = self.validate()
+        flat = {k: v for k, v in val.items() if isinstance(v, int | float)}
+        logger.info(
+            "step %d validation: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in flat.items())
+        )
+        if log_file is not None:
+            log_file.write(json.dumps({"step": step, "val": flat}) + "\n")
+            log_file.flush()
+            (self.out / "val_metrics.json").write_text(
+                json.dumps({"step": step, **val}, indent=1, default=float)
+            )
+        if tb is not None:
+            for k, v in flat.items():
+                tb.add_scalar(f"val/{k}", v, step)
+        return val
+
+    def save(self, step: int) -> Path:
+        path = self.out / "checkpoints" / f"step_{step:06d}"
+        rank_state = {"rng": dist_utils.rng_state(), "loader": self.loader.state_dict()}
+        extra = {"step": step, "recipe": self.recipe.name}
+        return dist_utils.save_checkpoint(path, self.wrapped, self.optimizer, extra, rank_state)
+
+    def export(self, path: Path) -> Path | None:
+        """Writes the full model (gathered from shards) in the official layout on rank 0."""
+        sd = dist_utils.full_model_state_dict(self.wrapped)
+        if not self.info.is_main:
+            return None
+        model = build_model(self.model.arch, self.model.task, self.model.head_config, device="meta")
+        load_state_dict_strict(model, {k: v.float() for k, v in sd.items()}, assign=True)
+        return save_model(model, path)
+
+
+def train(
+    recipe: Recipe,
+    data: str | Path,
+    out: str | Path,
+    *,
+    init: str | Path | None = None,
+    resume: str | Path | None = None,
+    device: str | None = None,
+) -> TrainResult:
+    """Runs :class:`Trainer` (see there)."""
+    return Trainer(recipe, data, out, init=init, resume=resume, device=device).run()
+
+
+__all__ = ["TrainResult", "Trainer", "init_from", "train"]

@@ -1,0 +1,162 @@
+"""The fine-tuning loop: learning, exact resume, export, and FSDP2 across two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sapiens2
+from sapiens2.cli.train import parse_sets
+from sapiens2.train.optim import Schedule, layer_id, param_groups
+from sapiens2.train.recipes import get_recipe
+from sapiens2.train.trainer import train
+
+# 96x64 inputs: a 6x4 token grid for the tiny arch; small enough for CI.
+SMALL = {"input_size": (96, 64), "batch_size": 4, "log_every": 1, "vis_every": 0, "val_every": 0}
+
+
+def small(name: str, **over):
+    return get_recipe(name).with_overrides({**SMALL, **over})
+
+
+def test_seg_loss_goes_down_and_export_loads(synth_data, tmp_path):
+    recipe = small(
+        "seg-tiny", max_steps=40, warmup_steps=5, lr=3e-3, val_every=40, vis_every=40, augment=False
+    )
+    res = train(recipe, synth_data, tmp_path / "run")
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.92 * sum(losses[:8]) / 8, losses
+    model = sapiens2.load_model(tmp_path / "run" / "model.safetensors")
+    assert model.task == "seg" and model.arch.name == "sapiens2_tiny"
+    assert {"aAcc", "mIoU", "mAcc"} <= set(res.val)
+    assert (tmp_path / "run" / "vis" / "train_000040.png").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 40 and "val" in lines[-1]
+
+
+def test_resume_gives_the_same_next_losses(synth_data, tmp_path):
+    recipe = small("normal-tiny", max_steps=6, save_every=3, warmup_steps=2)
+    full = train(recipe, synth_data, tmp_path / "a")
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_000003", tmp_path / "ckpt")
+    resumed = train(recipe, synth_data, tmp_path / "b", resume=tmp_path / "ckpt")
+    assert [h["step"] for h in resumed.history] == [4, 5, 6]
+    for a, b in zip(full.history[3:], resumed.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7), (a, b)
+
+
+def test_grad_accumulation_equals_the_large_batch(synth_data, tmp_path):
+    # Pose MSE is a mean over equally sized samples, so 2 micro-batches of 2 give the same loss and
+    # gradient as one batch of 4: the second step (after one update) must agree too.
+    big = train(small("pose-tiny", max_steps=3, batch_size=4), synth_data, tmp_path / "big")
+    acc = train(
+        small("pose-tiny", max_steps=3, batch_size=2, grad_accum=2), synth_data, tmp_path / "acc"
+    )
+    for a, b in zip(big.history, acc.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on linux")
+def test_fsdp2_two_processes_match_one_process_and_resume(synth_data, tmp_path):
+    sets = ["input_size=(96,64)", "log_every=1", "vis_every=0", "val_every=0", "max_steps=4",
+            "save_every=2", "warmup_steps=1"]  # fmt: skip
+    single = train(
+        small("pose-tiny", max_steps=4, batch_size=4, save_every=2, warmup_steps=1),
+        synth_data,
+        tmp_path / "one",
+    )
+
+    def launch(out, extra=()):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(29500 + os.getpid() % 1000), "-m", "sapiens2.cli.main", "train", "--recipe", "pose-tiny",
+               "--data", str(synth_data), "--out", str(out), "--device", "cpu",
+               *[a for s in [*sets, "batch_size=2", "strategy=fsdp2"] for a in ("--set", s)], *extra]  # fmt: skip
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [
+            json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x
+        ]
+
+    two = launch(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    for a, b in zip(single.history, two, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
+    shutil.copytree(tmp_path / "two" / "checkpoints" / "step_000002", tmp_path / "ck2")
+    again = launch(tmp_path / "three", ["--resume", str(tmp_path / "ck2")])
+    assert [r["step"] for r in again] == [3, 4]
+    for a, b in zip(two[2:], again, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6), (a, b)
+    model = sapiens2.load_model(tmp_path / "two" / "model.safetensors")
+    assert model.task == "pose"
+
+
+def test_layer_wise_decay_groups():
+    model = sapiens2.create_model("sapiens2_tiny", task="seg", device="meta")
+    depth = model.arch.depth
+    assert layer_id("backbone.cls_token", depth) == 0
+    assert layer_id("backbone.patch_embed.projection.weight", depth) == 0
+    assert layer_id("backbone.blocks.3.attn.wq.weight", depth) == 4
+    assert layer_id("backbone.ln1.weight", depth) == depth + 1
+    assert layer_id("decode_head.conv_seg.weight", depth) == depth + 1
+    groups = param_groups(model, lr=1.0, weight_decay=0.1, layer_decay=0.5, depth=depth)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["decode_head.conv_seg.weight"]["lr"] == 1.0
+    assert by_name["backbone.blocks.17.attn.wq.weight"]["lr"] == 0.5
+    assert by_name["backbone.cls_token"]["lr"] == 0.5 ** (depth + 1)
+    assert by_name["backbone.blocks.0.attn.wq.bias"]["weight_decay"] == 0.0
+    assert by_name["backbone.blocks.0.ln1.weight"]["weight_decay"] == 0.0
+    assert by_name["backbone.storage_tokens"]["weight_decay"] == 0.1  # official: tokens are decayed
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_schedule_warmup_then_linear_decay():
+    s = Schedule(total_steps=100, warmup_steps=10, start_factor=1e-3)
+    assert s.factor(0) == pytest.approx(1e-3)
+    assert s.factor(10) == pytest.approx(1.0)
+    assert s.factor(55) == pytest.approx(0.5)
+    assert s.factor(100) == pytest.approx(0.0)
+
+
+def test_recipes_and_overrides():
+    r = get_recipe("pose-1b")
+    assert (r.lr, r.layer_decay, r.clip_grad, r.max_steps, r.strategy) == (
+        5e-4,
+        0.9,
+        4.0,
+        20000,
+        "fsdp2",
+    )
+    assert get_recipe("pointmap-0.4b").precision == "fp32"
+    r2 = r.with_overrides(parse_sets(["max_steps=7", "input_size=(512, 384)", "compile=true"]))
+    assert (r2.max_steps, r2.input_size, r2.compile) == (7, (512, 384), True)
+    with pytest.raises(KeyError, match="unknown recipe key"):
+        r.with_overrides({"max_stepz": "3"})
+    with pytest.raises(ValueError, match="expected int"):
+        r.with_overrides({"max_steps": "3.5"})
+    with pytest.raises(KeyError, match="unknown recipe"):
+        get_recipe("seg-2b")
+    assert get_recipe("seg-1b-4k").input_size == (4096, 3072)
+    with pytest.raises(ValueError, match="key=value"):
+        parse_sets(["max_steps"])
+
+
+def test_init_from_pretrain_checkpoint(tmp_path):
+    from sapiens2.train.trainer import init_from
+
+    pre = sapiens2.create_model("sapiens2_tiny")
+    sapiens2.save_model(pre, tmp_path / "pre.safetensors")
+    model = sapiens2.create_model("sapiens2_tiny", task="normal")
+    init_from(model, tmp_path / "pre.safetensors")
+    assert torch.equal(model.backbone.blocks[5].ffn.w3.weight, pre.blocks[5].ffn.w3.weight)
+    wrong = sapiens2.create_model("sapiens2_tiny", depth=4)
+    sapiens2.save_model(wrong, tmp_path / "wrong.safetensors")
+    with pytest.raises(ValueError, match="backbone"):
+        init_from(model, tmp_path / "wrong.safetensors")

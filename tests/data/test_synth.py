@@ -192,8 +192,8 @@ def test_visible_keypoints_lie_on_their_person(samples):
         for p in range(s.keypoints.shape[0]):
             kp = s.keypoints[p]
             lab = kp[:, 2] > 0
-            assert ((kp[lab, 0] >= -0.5) & (kp[lab, 0] < w - 0.5)).all()
-            assert ((kp[lab, 1] >= -0.5) & (kp[lab, 1] < h - 0.5)).all()
+            assert ((kp[lab, 0] >= 0) & (kp[lab, 0] <= w - 1)).all()
+            assert ((kp[lab, 1] >= 0) & (kp[lab, 1] <= h - 1)).all()
             assert (kp[~lab, :2] == 0).all()
             for x, y, v in kp:
                 if v == 2:
@@ -233,6 +233,30 @@ def test_keypoint_visibility_agrees_with_depth_order(samples):
                 occ_total += 1
     assert occ_total > 100
     assert occ_ok / occ_total > 0.99, (occ_ok, occ_total)
+
+
+def test_part_regions_follow_the_outfit():
+    from sapiens2.data.synth.body import PART
+
+    names = seg29().names
+    outfit = {"shirt": True, "sleeve": 1.6, "shirt_bottom": -0.5, "pants": 1.5, "socks": 0.2,
+              "shoes": False, "bald": True, "mouth_open": 0.0}  # fmt: skip
+    parts = ["upper_arm_l", "upper_arm_r", "forearm_l", "forearm_l", "chest", "abdomen",
+             "abdomen", "shin_r", "shin_r", "shin_r", "foot_l", "palm_r"]  # fmt: skip
+    s_axis = [-0.1, 0.9, 0.5, 0.7, 0, 0, 0, 0.3, 0.6, 0.9, 0, 0]
+    qy = [0, 0, 0, 0, 0.2, 0.0, -0.9, 0, 0, 0, 0, 0]
+    size = np.array([[0.05, 1.0, 0.1]] * len(parts))
+    local = np.column_stack([np.zeros(len(parts)), np.array(qy) * size[:, 1], s_axis])
+    code = np.array([PART[p] for p in parts])
+    cls, _ = labels.part_regions(code, local, size, outfit, 1.0)
+    want = ["Upper_Clothing", "Upper_Clothing", "Upper_Clothing", "Left_Lower_Arm",
+            "Upper_Clothing", "Upper_Clothing", "Torso", "Lower_Clothing", "Right_Lower_Leg",
+            "Right_Sock", "Left_Sock", "Right_Hand"]  # fmt: skip
+    assert [names[c] for c in cls] == want
+    # Without a shirt nothing is clothing above the waist, whatever the sleeve length.
+    cls, _ = labels.part_regions(code, local, size, {**outfit, "shirt": False}, 1.0)
+    assert [names[c] for c in cls[:7]] == ["Left_Upper_Arm", "Right_Upper_Arm", "Left_Lower_Arm",
+                                           "Left_Lower_Arm", "Torso", "Torso", "Torso"]  # fmt: skip
 
 
 def test_face_template_is_flip_consistent_and_sided():
@@ -358,6 +382,14 @@ def test_cli_writes_a_dataset_and_rejects_bad_arguments(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--num", "2", "--size", "48", "32", "--seed", "1",
                  "--val-fraction", "0.5", "--workers", "1"]) == 0  # fmt: skip
     assert json.loads((out / "train" / "pose.json").read_text())["images"][0]["width"] == 32
+    grid_path = tmp_path / "grid.png"
+    assert main(["synth", "--out", str(tmp_path / "g"), "--num", "2", "--size", "48", "32",
+                 "--workers", "1", "--preview", str(grid_path), "--preview-rows", "2"]) == 0  # fmt: skip
+    grid = cv2.imread(str(grid_path))
+    assert grid.shape == (2 * 48 + 2, 6 * 32 + 5 * 2, 3)
+    # Its first row, first column is the first image of the dataset.
+    first = cv2.imread(str(tmp_path / "g" / "train" / "images" / "000000.png"))
+    assert (grid[:48, :32] == first).all()
     assert (out / "val" / "images" / "000001.png").exists()
     # Writing into an existing dataset is refused rather than silently mixing files.
     assert main(["synth", "--out", str(out), "--num", "2", "--workers", "1"]) == 2

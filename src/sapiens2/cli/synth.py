@@ -23,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
     parser.add_argument("--people-max", type=int, default=3, help="at most K people per image")
     parser.add_argument(
+        "--preview",
+        type=Path,
+        default=None,
+        help="also save a PNG grid of the first --preview-rows samples with all their labels",
+    )
+    parser.add_argument("--preview-rows", type=int, default=4, help="rows of the preview grid")
+    parser.add_argument(
         "--workers",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -45,6 +52,23 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         render=SynthConfig(height=h, width=w, people_max=args.people_max),
     )
+    if args.preview is not None and not 1 <= args.preview_rows <= args.num:
+        raise ValueError(f"--preview-rows must be in [1, --num], got {args.preview_rows}")
     summary = write_dataset(cfg)
+    if args.preview is not None:
+        import cv2
+
+        from sapiens2.data.synth.preview import preview_grid
+        from sapiens2.data.synth.render import render_sample
+        from sapiens2.data.synth.writer import sample_rng
+
+        samples = [
+            render_sample(sample_rng(cfg.seed, i), cfg.render) for i in range(args.preview_rows)
+        ]
+        args.preview.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(
+            str(args.preview), cv2.cvtColor(preview_grid(samples), cv2.COLOR_RGB2BGR)
+        ):
+            raise ValueError(f"could not write the preview image {args.preview}")
     print(json.dumps(summary))
     return 0

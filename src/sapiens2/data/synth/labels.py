@@ -313,7 +313,8 @@ def keypoint_visibility(
     zs = np.where(front, z, 1.0)
     u = K[0, 0] * points[:, 0] / zs + K[0, 2]
     v = K[1, 1] * points[:, 1] / zs + K[1, 2]
-    inside = front & (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
+    # Labelled only within the hull of the pixel centres, [0, W-1] x [0, H-1].
+    inside = front & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     dirs = np.stack([points[:, 0] / zs, points[:, 1] / zs, np.ones_like(zs)], axis=1)
     pairs = None
     if boxes is not None:
@@ -390,21 +391,20 @@ def part_regions(
     for name in ("chest", "abdomen"):
         sel = part == P[name]
         qy = local[:, 1] / np.maximum(size[:, 1], 1e-9)
-        shirt = (
-            outfit["shirt"] & (qy > outfit["shirt_bottom"])
-            if name == "abdomen"
-            else outfit["shirt"]
-        )
+        shirt = np.full(n, bool(outfit["shirt"]))
+        if name == "abdomen":
+            shirt &= qy > outfit["shirt_bottom"]
         put(sel & shirt, "Upper_Clothing", SHIRT)
         put(sel & ~shirt, "Torso", SKIN)
     put(part == P["pelvis"], "Lower_Clothing", PANTS)
     for side, word in (("l", "Left"), ("r", "Right")):
         sel = part == P[f"upper_arm_{side}"]
-        cov = s < outfit["sleeve"]
+        sleeve = outfit["sleeve"] if outfit["shirt"] else 0.0
+        cov = (s < sleeve) & (sleeve > 0)
         put(sel & cov, "Upper_Clothing", SHIRT)
         put(sel & ~cov, f"{word}_Upper_Arm", SKIN)
         sel = part == P[f"forearm_{side}"]
-        cov = s < outfit["sleeve"] - 1
+        cov = (s < sleeve - 1) & (sleeve > 1)
         put(sel & cov, "Upper_Clothing", SHIRT)
         put(sel & ~cov, f"{word}_Lower_Arm", SKIN)
         put((part == P[f"palm_{side}"]) | (part == P[f"finger_{side}"]), f"{word}_Hand", SKIN)

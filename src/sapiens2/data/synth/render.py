@@ -203,8 +203,8 @@ def _place_people(rng: np.random.Generator, n: int) -> list[tuple[float, np.ndar
     out = []
     for _ in range(n):
         for _ in range(50):
-            pos = np.array([rng.uniform(-1.2, 1.2), 0.0, rng.uniform(-1.0, 1.0)]) * (n > 1)
-            if all(np.linalg.norm(pos - q) > 0.8 for q in placed):
+            pos = np.array([rng.uniform(-1.5, 1.5), 0.0, rng.uniform(-1.2, 1.2)]) * (n > 1)
+            if all(np.linalg.norm(pos - q) > 1.0 for q in placed):
                 break
         placed.append(pos)
         out.append((rng.uniform(0, 2 * np.pi), pos, bool(rng.random() < 0.12)))

@@ -281,13 +281,13 @@ class HorizontalFlip:
         for name in (*_IMAGE_FIELDS, "mask"):
             arr = getattr(sample, name)
             if arr is not None:
-                ch[name] = np.ascontiguousarray(arr[:, ::-1])
+                ch[name] = cv2.flip(np.ascontiguousarray(arr), 1)
         if sample.seg is not None:
-            ch["seg"] = self.seg_lut[np.ascontiguousarray(sample.seg[:, ::-1])]
+            ch["seg"] = cv2.LUT(cv2.flip(np.ascontiguousarray(sample.seg), 1), self.seg_lut)
         for name in _VECTOR_FIELDS:
             arr = getattr(sample, name)
             if arr is not None:
-                flipped = np.ascontiguousarray(arr[:, ::-1]).copy()
+                flipped = cv2.flip(np.ascontiguousarray(arr), 1)
                 flipped[..., 0] *= -1
                 ch[name] = flipped
         if sample.K is not None:
@@ -438,8 +438,9 @@ class RandomCrop:
         for name, val in pads.items():
             arr = getattr(sample, name)
             if arr is not None:
-                widths = ((0, ph), (0, pw)) + ((0, 0),) * (arr.ndim - 2)
-                ch[name] = np.pad(arr, widths, constant_values=val)
+                ch[name] = cv2.copyMakeBorder(
+                    arr, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(val,) * 4
+                )
         return sample.replace(**ch)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -454,8 +455,10 @@ class RandomCrop:
             y0 = int(rng.integers(0, h - th + 1))
             if self.cat_max_ratio >= 1.0 or sample.seg is None:
                 break
-            window = sample.seg[y0 : y0 + th, x0 : x0 + tw]
-            _, counts = np.unique(window[window != 255], return_counts=True)
+            counts = np.bincount(sample.seg[y0 : y0 + th, x0 : x0 + tw].ravel(), minlength=256)[
+                :255
+            ]
+            counts = counts[counts > 0]
             if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                 break
         return sample.replace(**_crop_sample(sample, x0, y0, tw, th))
@@ -799,6 +802,14 @@ def _clip_u8(x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+_VALUES = np.arange(256, dtype=np.float64)
+
+
+def _lut(values: np.ndarray) -> np.ndarray:
+    """(256,) uint8 lookup table from float values (clipped to 0..255, truncated)."""
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
 class PhotoMetricDistortion:
     """Random brightness, contrast, saturation and hue (each with 50%), applied with probability ``p``.
 
@@ -826,29 +837,32 @@ class PhotoMetricDistortion:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if not _apply_prob(self.p, rng):
             return sample
-        img = sample.image.astype(np.float32)
+        # every step maps uint8 values to uint8 values, so each is a 256-entry lookup table
+        img = np.ascontiguousarray(sample.image)
         if rng.random() < 0.5:
-            img = _clip_u8(img + rng.uniform(-self.brightness_delta, self.brightness_delta)).astype(
-                np.float32
-            )
+            delta = rng.uniform(-self.brightness_delta, self.brightness_delta)
+            img = cv2.LUT(img, _lut(_VALUES + delta))
         contrast_first = rng.random() < 0.5
 
         def contrast(x: np.ndarray) -> np.ndarray:
             if rng.random() < 0.5:
-                return _clip_u8(x * rng.uniform(*self.contrast_range)).astype(np.float32)
+                return cv2.LUT(x, _lut(_VALUES * rng.uniform(*self.contrast_range)))
             return x
 
         if contrast_first:
             img = contrast(img)
-        hsv = cv2.cvtColor(_clip_u8(img), cv2.COLOR_RGB2HSV).astype(np.float32)
-        if rng.random() < 0.5:
-            hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*self.saturation_range), 0, 255)
-        if rng.random() < 0.5:
-            hsv[..., 0] = np.mod(hsv[..., 0] + rng.uniform(-self.hue_delta, self.hue_delta), 180)
-        img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+        sat = rng.uniform(*self.saturation_range) if rng.random() < 0.5 else None
+        hue = rng.uniform(-self.hue_delta, self.hue_delta) if rng.random() < 0.5 else None
+        if sat is not None or hue is not None:
+            h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
+            if sat is not None:
+                s = cv2.LUT(s, _lut(_VALUES * sat))
+            if hue is not None:  # OpenCV's uint8 hue is 0..179
+                h = cv2.LUT(h, np.mod(_VALUES + hue, 180).astype(np.uint8))
+            img = cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2RGB)
         if not contrast_first:
             img = contrast(img)
-        return sample.replace(image=_clip_u8(img))
+        return sample.replace(image=img)
 
     def __repr__(self) -> str:
         return f"PhotoMetricDistortion(p={self.p})"
@@ -914,7 +928,7 @@ class RandomGaussianNoise:
         if not _apply_prob(self.p, rng):
             return sample
         std = math.sqrt(rng.uniform(*self.var_range))
-        noise = rng.standard_normal(sample.image.shape).astype(np.float32) * std
+        noise = rng.standard_normal(sample.image.shape, dtype=np.float32) * np.float32(std)
         return sample.replace(image=_clip_u8(sample.image.astype(np.float32) + noise))
 
     def __repr__(self) -> str:

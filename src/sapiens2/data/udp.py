@@ -46,29 +46,29 @@ def udp_encode(
     num = kp.shape[0]
     heatmaps = np.zeros((num, hm_h, hm_w), dtype=np.float32)
     weights = (vis >= 0.5).astype(np.float32)
+    todo = np.flatnonzero(weights > 0)
+    bad = todo[~np.isfinite(kp_hm[todo]).all(axis=1)]
+    if len(bad):
+        raise ValueError(f"udp_encode: keypoint {int(bad[0])} is not finite: {kp[bad[0]].tolist()}")
     radius = int(sigma * 3)
     size = 2 * radius + 1
+    mu = (kp_hm[todo] + 0.5).astype(np.int64)  # truncation toward zero, like int()
+    left, top = mu[:, 0] - radius, mu[:, 1] - radius
+    right, bottom = left + size, top + size
+    inside = (left < hm_w) & (top < hm_h) & (right > 0) & (bottom > 0)
+    weights[todo[~inside]] = 0
+    todo, mu, left, top = todo[inside], mu[inside], left[inside], top[inside]
+    # all patches at once: (n, size, size) Gaussians with sub-pixel centres radius + kp - mu
     grid = np.arange(size, dtype=np.float32)
-    for k in range(num):
-        if weights[k] == 0:
-            continue
-        if not np.all(np.isfinite(kp_hm[k])):
-            raise ValueError(f"udp_encode: keypoint {k} is not finite: {kp[k].tolist()}")
-        mu_x, mu_y = int(kp_hm[k, 0] + 0.5), int(kp_hm[k, 1] + 0.5)
-        left, top = mu_x - radius, mu_y - radius
-        right, bottom = mu_x + radius + 1, mu_y + radius + 1
-        if left >= hm_w or top >= hm_h or right <= 0 or bottom <= 0:
-            weights[k] = 0
-            continue
-        x0 = np.float32(radius + kp_hm[k, 0] - mu_x)
-        y0 = np.float32(radius + kp_hm[k, 1] - mu_y)
-        gx = (grid - x0) ** 2
-        gy = (grid - y0) ** 2
-        patch = np.exp(-(gy[:, None] + gx[None, :]) / np.float32(2 * sigma**2)).astype(np.float32)
-        # intersection of the patch with the heatmap
-        hx0, hx1 = max(left, 0), min(right, hm_w)
-        hy0, hy1 = max(top, 0), min(bottom, hm_h)
-        px0, py0 = hx0 - left, hy0 - top
-        sub = patch[py0 : py0 + (hy1 - hy0), px0 : px0 + (hx1 - hx0)]
-        np.maximum(heatmaps[k, hy0:hy1, hx0:hx1], sub, out=heatmaps[k, hy0:hy1, hx0:hx1])
+    x0 = (radius + kp_hm[todo, 0] - mu[:, 0]).astype(np.float32)
+    y0 = (radius + kp_hm[todo, 1] - mu[:, 1]).astype(np.float32)
+    gx = (grid[None, :] - x0[:, None]) ** 2
+    gy = (grid[None, :] - y0[:, None]) ** 2
+    patches = np.exp(-(gy[:, :, None] + gx[:, None, :]) / np.float32(2 * sigma**2))
+    for j, k in enumerate(todo):
+        # intersection of the patch with the heatmap (one patch per channel: a plain copy)
+        hx0, hx1 = max(left[j], 0), min(left[j] + size, hm_w)
+        hy0, hy1 = max(top[j], 0), min(top[j] + size, hm_h)
+        px0, py0 = hx0 - left[j], hy0 - top[j]
+        heatmaps[k, hy0:hy1, hx0:hx1] = patches[j, py0 : py0 + hy1 - hy0, px0 : px0 + hx1 - hx0]
     return heatmaps, weights

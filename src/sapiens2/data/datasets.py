@@ -328,11 +328,12 @@ class NormalDataset(_TaskDataset):
 
     def pack(self, s: T.Sample) -> dict[str, Any] | None:
         assert s.normal is not None and s.mask is not None
-        norm = np.linalg.norm(s.normal, axis=2, keepdims=True)
-        valid = (s.mask > 0) & (norm[..., 0] > 1e-6)
+        sq = np.einsum("hwc,hwc->hw", s.normal, s.normal)
+        valid = (s.mask > 0) & (sq > 1e-12)
         if self.train and not _valid_coverage_ok(valid):
             return None
-        n = np.where(valid[..., None], s.normal / np.maximum(norm, 1e-6), 0).astype(np.float32)
+        inv = np.where(valid, 1.0 / np.sqrt(np.maximum(sq, 1e-12)), 0).astype(np.float32)
+        n = s.normal * inv[..., None]
         return {
             "image": normalize_image(s.image),
             "normal": torch.from_numpy(n).permute(2, 0, 1).contiguous(),

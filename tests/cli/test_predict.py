@@ -122,7 +122,20 @@ def test_predict_pose_with_boxes_json(models, media, tmp_path, capsys):
         json.dumps({"a.png": [[2, 3, 30, 40, 0.8], [10, 10, 40, 60]], "clip_000001": []})
     )
     out = tmp_path / "pose_boxes"
-    assert _run("pose", models, media, out, "--boxes", str(boxes), "--no-flip-test") == 0
+    assert (
+        _run(
+            "pose",
+            models,
+            media,
+            out,
+            "--boxes",
+            str(boxes),
+            "--no-flip-test",
+            "--coco-layout",
+            "coco17",
+        )
+        == 0
+    )
     preds = json.loads((out / "predictions.json").read_text())
     a = preds["frames"][0]["instances"]
     assert [i["bbox"] for i in a] == [[2, 3, 30, 40], [10, 10, 40, 60]] and a[0][
@@ -130,6 +143,13 @@ def test_predict_pose_with_boxes_json(models, media, tmp_path, capsys):
     ] == 0.8
     video = json.loads((out / "clip_predictions.json").read_text())
     assert len(video["frames"][0]["instances"]) == 1 and video["frames"][1]["instances"] == []
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert len(coco) == 2 + 1 + 1 + 1  # a.png: 2 boxes; b, single, first video frame: whole image
+    assert all(len(c["keypoints"]) == 3 * 17 for c in coco)
+    nose = np.array(
+        coco[0]["keypoints"][:2]
+    )  # COCO-17 starts with the nose, as does the 308 layout
+    np.testing.assert_allclose(nose, a[0]["keypoints"][0], atol=1e-3)
 
 
 def test_predict_seg(models, media, tmp_path, capsys):

@@ -19,7 +19,7 @@ EPILOG = """\
 outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures in <out>/<video>.mp4):
   all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result)
   pose       predictions.json      official schema (one <video>_predictions.json per video)
-             coco_results.json     COCO keypoint results, 308 keypoints as [x, y, score] * 308
+             coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout)
   seg        <name>_seg.png        uint8 class ids 0..28 (+ <name>_seg.npy int64 with --save-npy)
   normal     <name>_normal.npy     float32 (H, W, 3) camera-frame normals, and <name>_normal.png
   pointmap   <name>_depth.npy      float32 (H, W) metres, <name>.ply point cloud, <name>_depth.png
@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--save-npy", action="store_true", help="seg: also save labels as <name>_seg.npy"
+    )
+    parser.add_argument(
+        "--coco-layout",
+        default="goliath308",
+        choices=("goliath308", "coco17", "coco_wholebody133"),
+        help="pose: keypoint layout of coco_results.json (default: the model's 308 keypoints)",
     )
 
 
@@ -128,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
     items = expand_media(args.media)
     boxes_table = load_boxes_json(args.boxes) if args.boxes else None
     predictor = _load_predictor(args)
-    writer = PredictionWriter(args.task, args.out, kpt_thr=args.kpt_thr, save_npy=args.save_npy)
+    writer = PredictionWriter(
+        args.task,
+        args.out,
+        kpt_thr=args.kpt_thr,
+        save_npy=args.save_npy,
+        coco_layout=args.coco_layout,
+    )
     logger.info(
         "%s model on %s, input %dx%d, %d inputs",
         args.task,

@@ -44,18 +44,37 @@ def pose_predictions_json(
     }
 
 
-def coco_results(
-    result: PoseResult, image_id: int, image_name: str, kpt_thr: float = 0.3
-) -> list[dict]:
-    """COCO keypoint-detection results (one dict per person, 308 keypoints as ``[x, y, score] * 308``).
+KEYPOINT_LAYOUTS = ("goliath308", "coco17", "coco_wholebody133")
 
-    ``bbox`` is ``[x, y, w, h]``; ``score`` is the box score times the mean score of the keypoints
-    above ``kpt_thr`` (0 when none is).
+
+def coco_results(
+    result: PoseResult,
+    image_id: int,
+    image_name: str,
+    kpt_thr: float = 0.3,
+    layout: str = "goliath308",
+) -> list[dict]:
+    """COCO keypoint-detection results, one dict per person, keypoints as ``[x, y, score] * K``.
+
+    Args:
+        layout: ``"goliath308"`` (K = 308, the model's layout), ``"coco17"`` (K = 17) or
+            ``"coco_wholebody133"`` (K = 133; points without a 308 counterpart are 0 with score 0).
+
+    ``bbox`` is ``[x, y, w, h]``; ``score`` is the box score times the mean score of the (layout's)
+    keypoints above ``kpt_thr`` (0 when none is).
     """
+    if layout == "goliath308":
+        keypoints, scores = result.keypoints, result.scores
+    elif layout == "coco17":
+        keypoints, scores = result.to_coco17()
+    elif layout == "coco_wholebody133":
+        keypoints, scores = result.to_coco_wholebody()
+    else:
+        raise ValueError(
+            f"unknown keypoint layout {layout!r}; expected one of {', '.join(KEYPOINT_LAYOUTS)}"
+        )
     out = []
-    for box, bs, kp, sc in zip(
-        result.boxes, result.box_scores, result.keypoints, result.scores, strict=True
-    ):
+    for box, bs, kp, sc in zip(result.boxes, result.box_scores, keypoints, scores, strict=True):
         above = sc[sc > kpt_thr]
         score = float(bs) * (float(above.mean()) if above.size else 0.0)
         flat = np.concatenate([kp, sc[:, None]], axis=1).reshape(-1)

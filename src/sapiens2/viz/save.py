@@ -60,16 +60,25 @@ class PredictionWriter:
         out_dir: output folder (created).
         kpt_thr: pose keypoint score threshold for drawing and COCO scores.
         save_npy: seg: also write the labels as ``.npy``.
+        coco_layout: pose: keypoint layout of ``coco_results.json`` (see
+            :func:`~sapiens2.inference.export.coco_results`).
     """
 
     def __init__(
-        self, task: str, out_dir: str | Path, *, kpt_thr: float = 0.3, save_npy: bool = False
+        self,
+        task: str,
+        out_dir: str | Path,
+        *,
+        kpt_thr: float = 0.3,
+        save_npy: bool = False,
+        coco_layout: str = "goliath308",
     ) -> None:
         self.task = task
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.kpt_thr = kpt_thr
         self.save_npy = save_npy
+        self.coco_layout = coco_layout
         self._videos: dict[MediaItem, cv2.VideoWriter] = {}
         self._depth_ranges: dict[MediaItem, DepthRange] = {}
         self._pose_frames: dict[MediaItem | None, list[dict]] = {}
@@ -116,7 +125,9 @@ class PredictionWriter:
         if isinstance(result, PoseResult):
             key = frame.item if is_video else None
             self._pose_frames.setdefault(key, []).append(pose_frame_record(result, name))
-            self._coco.extend(coco_results(result, self._num_pose_frames, name, self.kpt_thr))
+            self._coco.extend(
+                coco_results(result, self._num_pose_frames, name, self.kpt_thr, self.coco_layout)
+            )
             self._num_pose_frames += 1
         elif isinstance(result, SegResult):
             self.written.append(

@@ -259,6 +259,40 @@ def test_part_regions_follow_the_outfit():
                                            "Left_Lower_Arm", "Torso", "Torso", "Torso"]  # fmt: skip
 
 
+def test_mirrored_pose_gives_flipped_keypoints():
+    # Right joints mirror the left ones, so a pose with equal left/right angles is mirror
+    # symmetric, and all 308 keypoints must map onto each other through flip_indices.
+    from sapiens2.data.synth import body as B
+
+    rng = np.random.default_rng(0)
+    meta = keypoints308()
+    angles = B.sample_pose(rng)
+    for i, jt in enumerate(B.SKELETON):
+        if jt.name.endswith("_r"):
+            angles[i] = angles[B.JOINT_INDEX[jt.name[:-2] + "_l"]]
+        elif not jt.name.endswith("_l"):
+            angles[i] = [angles[i, 0], 0.0, 0.0]  # central joints: no twist or side bend
+    shape = B.sample_shape(rng)
+    pos, rot = B.forward_kinematics(shape, angles, np.eye(3), np.array([0.0, 1.0, 0.0]))
+    outfit = {**B.sample_outfit(rng), "hat": False, "glasses": False, "hair_volume": "none"}
+    body = B.Body(shape=shape, pos=pos, rot=rot, outfit=outfit)
+    prims = B.body_primitives(body, 0)
+    kp = labels.keypoints_3d(body, prims)
+    np.testing.assert_allclose(kp[meta.flip_indices] * [-1, 1, 1], kp, atol=1e-9)
+    # The person's left is +x (the body faces +z with y up).
+    assert kp[meta.index("left_shoulder"), 0] > 0 > kp[meta.index("right_shoulder"), 0]
+    assert kp[meta.index("left_big_toe"), 0] < kp[meta.index("left_small_toe"), 0]
+    # Bone lengths do not depend on the pose.
+    pos0, _ = B.forward_kinematics(shape, np.zeros_like(angles), np.eye(3), np.zeros(3))
+    for a, b in (
+        ("shoulder_l", "elbow_l"),
+        ("hip_r", "knee_r"),
+        ("forefinger2_l", "forefinger3_l"),
+    ):
+        ia, ib = B.JOINT_INDEX[a], B.JOINT_INDEX[b]
+        assert np.isclose(np.linalg.norm(pos[ia] - pos[ib]), np.linalg.norm(pos0[ia] - pos0[ib]))
+
+
 def test_face_template_is_flip_consistent_and_sided():
     meta = keypoints308()
     t = labels.face_template(0.004)

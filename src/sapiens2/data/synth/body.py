@@ -236,33 +236,60 @@ def sample_pose(rng: np.random.Generator) -> np.ndarray:
     return angles
 
 
+def _euler_batch(deg: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rotations Rz @ Rx @ Ry from (N, 3) angles in degrees (x, y, z), like ``euler``."""
+    a = np.radians(deg)
+    cx, sx = np.cos(a[:, 0]), np.sin(a[:, 0])
+    cy, sy = np.cos(a[:, 1]), np.sin(a[:, 1])
+    cz, sz = np.cos(a[:, 2]), np.sin(a[:, 2])
+    o, z = np.ones_like(cx), np.zeros_like(cx)
+    rx = np.stack([o, z, z, z, cx, -sx, z, sx, cx], 1).reshape(-1, 3, 3)
+    ry = np.stack([cy, z, sy, z, o, z, -sy, z, cy], 1).reshape(-1, 3, 3)
+    rz = np.stack([cz, -sz, z, sz, cz, z, z, z, o], 1).reshape(-1, 3, 3)
+    return rz @ rx @ ry
+
+
+_REST = _euler_batch(np.array([jt.rest for jt in SKELETON], dtype=float))
+_RIGHT = np.array([jt.name.endswith("_r") for jt in SKELETON])
+_PARENT = np.array([JOINT_INDEX[jt.parent] if jt.parent else -1 for jt in SKELETON])
+_OFFSET = np.array([jt.offset for jt in SKELETON], dtype=float)
+
+
 def forward_kinematics(
     shape: BodyShape, angles: np.ndarray, root_rot: np.ndarray, root_pos: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Joint positions (J, 3) and frames (J, 3, 3) in the world."""
+    """Joint positions and frames in the world.
+
+    Args:
+        shape: proportions.
+        angles: (J, 3) pose angles in degrees, left-side convention (``sample_pose``).
+        root_rot: (3, 3) world rotation of the pelvis.
+        root_pos: (3,) world position of the pelvis.
+
+    Returns:
+        positions (J, 3) and frames (J, 3, 3), rows ordered as ``SKELETON``.
+    """
+    signed = np.where(_RIGHT[:, None], angles * np.array([1.0, -1.0, -1.0]), angles)
+    local = _REST @ _euler_batch(signed)
+    off = _OFFSET * shape.scale
+    for i, jt in enumerate(SKELETON):
+        if jt.name.startswith("shoulder"):
+            off[i, 0] *= shape.shoulders * (0.5 + 0.5 * shape.girth)
+        elif jt.name.startswith("hip"):
+            off[i, 0] *= shape.hips * (0.5 + 0.5 * shape.girth)
+        elif jt.name.startswith(("elbow", "wrist", "knee", "ankle")):
+            off[i] *= shape.limbs**0.5
     n = len(SKELETON)
     pos = np.zeros((n, 3))
     rot = np.zeros((n, 3, 3))
-    s = shape.scale
-    for i, jt in enumerate(SKELETON):
-        right = jt.name.endswith("_r")
-        ang = angles[i] * (np.array([1.0, -1.0, -1.0]) if right else 1.0)
-        rest = euler(*jt.rest)
-        local = rest @ euler(*ang)
-        off = np.array(jt.offset, dtype=float) * s
-        if jt.name.startswith(("shoulder",)):
-            off[0] *= shape.shoulders * (0.5 + 0.5 * shape.girth)
-        elif jt.name.startswith("hip"):
-            off[0] *= shape.hips * (0.5 + 0.5 * shape.girth)
-        elif jt.name.startswith(("elbow", "wrist", "knee", "ankle")):
-            off *= shape.limbs**0.5
-        if jt.parent is None:
-            rot[i] = root_rot @ local
+    for i in range(n):
+        p = _PARENT[i]
+        if p < 0:
+            rot[i] = root_rot @ local[i]
             pos[i] = root_pos
         else:
-            p = JOINT_INDEX[jt.parent]
-            rot[i] = rot[p] @ local
-            pos[i] = pos[p] + rot[p] @ off
+            rot[i] = rot[p] @ local[i]
+            pos[i] = pos[p] + rot[p] @ off[i]
     return pos, rot
 
 

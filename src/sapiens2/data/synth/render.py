@@ -203,7 +203,8 @@ def _place_people(rng: np.random.Generator, n: int) -> list[tuple[float, np.ndar
     out = []
     for _ in range(n):
         for _ in range(50):
-            pos = np.array([rng.uniform(-1.5, 1.5), 0.0, rng.uniform(-1.2, 1.2)]) * (n > 1)
+            spread = max(1.0, np.sqrt(n / 3)) * (n > 1)  # a larger floor area for crowds
+            pos = np.array([rng.uniform(-1.5, 1.5), 0.0, rng.uniform(-1.2, 1.2)]) * spread
             if all(np.linalg.norm(pos - q) > 1.0 for q in placed):
                 break
         placed.append(pos)

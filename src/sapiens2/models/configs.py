@@ -108,7 +108,15 @@ def _register(cfg: ArchConfig) -> ArchConfig:
 
 # A tiny arch for tests and demos (the official golden fixtures use it): 1,240,192 parameters.
 SAPIENS2_TINY = _register(
-    ArchConfig("sapiens2_tiny", embed_dim=64, depth=18, num_heads=4, ffn_dim=256, num_kv_heads=2)
+    ArchConfig(
+        "sapiens2_tiny",
+        embed_dim=64,
+        depth=18,
+        num_heads=4,
+        ffn_dim=256,
+        num_kv_heads=2,
+        img_size=(256, 192),
+    )
 )
 SAPIENS2_0_1B = _register(  # 113,993,472 params, all blocks full attention
     ArchConfig("sapiens2_0.1b", embed_dim=768, depth=12, num_heads=12, ffn_dim=3072)
@@ -160,7 +168,7 @@ SAPIENS2_5B = _register(  # 5,066,902,976
 
 SAPIENS2_TINY_4K = (
     _register(  # the tiny arch with the 4K windowed tokenizer (fixture tiny_backbone4k)
-        replace(SAPIENS2_TINY, name="sapiens2_tiny_4k", use_tokenizer=True, img_size=(512, 384))
+        replace(SAPIENS2_TINY, name="sapiens2_tiny_4k", use_tokenizer=True, img_size=(1024, 768))
     )
 )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from sapiens2.checkpoints import load_model, load_state_dict_strict, save_model
 from sapiens2.data.datasets import collate
 from sapiens2.data.loader import ResumableLoader
+from sapiens2.evaluation import TaskAdapter, adapter_for, evaluate, to_device
 from sapiens2.models import TaskModel, build_model, create_model
 from sapiens2.train import distributed as dist_utils
+from sapiens2.train.losses import create_loss
 from sapiens2.train.optim import Schedule, param_groups, set_lr
 from sapiens2.train.recipes import Recipe
-from sapiens2.train.tasks import TaskAdapter, adapter_for, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -58,37 +57,6 @@ def init_from(model: TaskModel, source: str | Path) -> None:
         )
     load_state_dict_strict(model.backbone, backbone.state_dict())
     logger.info("initialised the backbone from %s", source)
-
-
-class _Padded(Dataset):
-    """This rank's share of an eval dataset, padded to ``length`` by repeating items marked as pads
-    (every rank must run the same number of forwards under FSDP)."""
-
-    def __init__(self, dataset: Dataset, indices: list[int], length: int) -> None:
-        self.dataset, self.indices, self.length = dataset, indices, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        pad = i >= len(self.indices)
-        item = dict(
-            self.dataset[self.indices[i % max(1, len(self.indices))] if self.indices else 0]
-        )
-        item["pad"] = pad
-        return item
-
-
-def _select(batch: dict[str, Any], keep: list[int]) -> dict[str, Any]:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v[keep]
-        elif isinstance(v, list):
-            out[k] = [v[i] for i in keep]
-        else:
-            out[k] = v
-    return out
 
 
 def _grad_sync(model: nn.Module, sync: bool):
@@ -172,7 +140,7 @@ class Trainer:
             g.pop("names")
         self.optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=r.betas)
         self.schedule = Schedule(r.max_steps, r.warmup_steps, r.warmup_start_factor)
-        self.loss_fn = self.adapter.loss()
+        self.loss_fn = create_loss(r.task)
         dist_utils.seed_everything(r.seed, info.rank)
         ds = self.adapter.dataset(self.data, "train", True, r.input_size, r.seed, r.augment)
         self.loader = ResumableLoader(
@@ -321,37 +289,22 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), cv2.cvtColor(_grid(rows), cv2.COLOR_RGB2BGR))
 
-    @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         """Metrics on the ``val`` split, computed across all ranks."""
         r, info = self.recipe, self.info
-        ds = self.adapter.dataset(self.data, "val", False, r.input_size, r.seed)
-        n = len(ds)
-        if r.val_max_batches:
-            n = min(n, r.val_max_batches * r.batch_size * info.world_size)
-        mine = list(range(info.rank, n, info.world_size))
-        length = math.ceil(n / info.world_size)
-        loader = DataLoader(_Padded(ds, mine, length), batch_size=r.batch_size, collate_fn=collate)
-        metric = self.adapter.metric(self.data, "val")
-        self.model.eval()
-        try:
-            for batch in loader:
-                batch = to_device(batch, info.device)
-                with self.autocast:
-                    pred = (
-                        self.adapter.predict(self.forward, batch["image"])
-                        if hasattr(self.adapter, "predict")
-                        else self.forward(batch["image"])
-                    )
-                keep = [i for i, p in enumerate(batch["pad"]) if not p]
-                if keep:
-                    pred = _as_float(pred)
-                    sel = tuple(p[keep] for p in pred) if isinstance(pred, tuple) else pred[keep]
-                    self.adapter.update_metric(metric, sel, _select(batch, keep))
-        finally:
-            self.model.train()
-        metric.sync()
-        return metric.compute()
+        return evaluate(
+            self.forward,
+            r.task,
+            self.data,
+            input_size=r.input_size,
+            batch_size=r.batch_size,
+            device=info.device,
+            flip_test=r.pose_flip_test,
+            max_samples=r.val_max_batches * r.batch_size * info.world_size,
+            autocast=self.autocast,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
 
     def _validate_and_log(self, step: int, log_file, tb) -> dict[str, Any]:
         val = self.validate()

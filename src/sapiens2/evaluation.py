@@ -1,6 +1,8 @@
-"""What differs between the five tasks during training: dataset, loss, metric, picture.
+"""Evaluating a task model on a dataset: what differs between the five tasks (dataset, metric,
+prediction, picture) in one small adapter class each, and :func:`evaluate`, which runs a model over
+a split in one process or sharded across ``torch.distributed`` ranks.
 
-Each adapter is a small class; the trainer only calls these methods.
+Used by ``sapiens2 eval`` and by the trainer's periodic validation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from sapiens2.data import datasets as D
 from sapiens2.data.metadata import keypoints308, seg29
@@ -61,8 +64,9 @@ class TaskAdapter:
             data, split, train=train, input_hw=hw, seed=seed, transforms=transforms
         )
 
-    def loss(self) -> nn.Module:
-        raise NotImplementedError
+    def predict(self, model: nn.Module, image: torch.Tensor):
+        """The raw model output for a normalised batch (pose adds the flip test)."""
+        return model(image)
 
     def metric(self, data, split: str):
         raise NotImplementedError
@@ -77,11 +81,6 @@ class TaskAdapter:
 
 class SegAdapter(TaskAdapter):
     task, dataset_cls, primary_metric = "seg", D.SegDataset, "mIoU"
-
-    def loss(self):
-        from sapiens2.train.losses.seg import SegLoss
-
-        return SegLoss()
 
     def metric(self, data, split):
         return SegmentationMetric(seg29().num_classes, seg29().names)
@@ -103,11 +102,6 @@ class SegAdapter(TaskAdapter):
 
 class NormalAdapter(TaskAdapter):
     task, dataset_cls, primary_metric, higher_is_better = "normal", D.NormalDataset, "mean", False
-
-    def loss(self):
-        from sapiens2.train.losses.normal import NormalLoss
-
-        return NormalLoss()
 
     def metric(self, data, split):
         return NormalMetric()
@@ -133,11 +127,6 @@ class PointmapAdapter(TaskAdapter):
         False,
     )
 
-    def loss(self):
-        from sapiens2.train.losses.pointmap import PointmapLoss
-
-        return PointmapLoss()
-
     def metric(self, data, split):
         return PointmapMetric()
 
@@ -158,11 +147,6 @@ class PointmapAdapter(TaskAdapter):
 
 class AlbedoAdapter(TaskAdapter):
     task, dataset_cls, primary_metric, higher_is_better = "albedo", D.AlbedoDataset, "mae", False
-
-    def loss(self):
-        from sapiens2.train.losses.albedo import AlbedoLoss
-
-        return AlbedoLoss()
 
     def metric(self, data, split):
         return AlbedoMetric(data_range=1.0)
@@ -189,11 +173,6 @@ class PoseAdapter(TaskAdapter):
 
     def __init__(self, flip_test: bool = True) -> None:
         self.flip_test = flip_test
-
-    def loss(self):
-        from sapiens2.train.losses.pose import PoseLoss
-
-        return PoseLoss()
 
     def metric(self, data, split):
         gt = json.loads((Path(data) / split / "pose.json").read_text())
@@ -265,3 +244,107 @@ def adapter_for(task: str, *, flip_test: bool = True) -> TaskAdapter:
     if task not in adapters:
         raise ValueError(f"unknown task {task!r}")
     return adapters[task]()
+
+
+class _Padded(Dataset):
+    """One rank's share of an eval dataset, padded to ``length`` with items marked as pads (every
+    rank must run the same number of forwards, e.g. under FSDP)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], length: int) -> None:
+        self.dataset, self.indices, self.length = dataset, indices, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pad = i >= len(self.indices)
+        j = self.indices[i % len(self.indices)] if self.indices else 0
+        return {**self.dataset[j], "pad": pad}
+
+
+def _select(batch: dict[str, Any], keep: list[int]) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[keep]
+        elif isinstance(v, list):
+            out[k] = [v[i] for i in keep]
+        else:
+            out[k] = v
+    return out
+
+
+def _as_float(pred):
+    return tuple(p.float() for p in pred) if isinstance(pred, tuple) else pred.float()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    task: str,
+    data,
+    *,
+    split: str = "val",
+    input_size: tuple[int, int] = (1024, 768),
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    flip_test: bool = True,
+    max_samples: int = 0,
+    autocast=None,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Task metrics of ``model`` on a dataset split (``docs/formats.md``; folders or shards).
+
+    Args:
+        model: a task model (or a wrapper around one, e.g. FSDP/DDP) in any mode; it is put in
+            eval mode for the run and its previous mode restored.
+        task: ``"pose" | "seg" | "normal" | "pointmap" | "albedo"``.
+        data: dataset root or shards.
+        input_size: network input (H, W) of the eval pipeline.
+        max_samples: evaluate only the first N samples (0 = all).
+        autocast: a context manager for mixed precision (None = none).
+        rank, world_size: shard the split across ranks; metrics are reduced over all ranks.
+
+    Returns:
+        The metric dict of the task (``mIoU``..., normal angle errors, pointmap distances, albedo
+        errors, or the 308-keypoint AP table).
+    """
+    import contextlib
+
+    adapter = adapter_for(task, flip_test=flip_test)
+    ds = adapter.dataset(data, split, False, input_size, 0)
+    n = len(ds) if not max_samples else min(len(ds), max_samples)
+    mine = list(range(rank, n, world_size))
+    loader = DataLoader(
+        _Padded(ds, mine, -(-n // world_size)),
+        batch_size=batch_size,
+        collate_fn=D.collate,
+        num_workers=num_workers,
+    )
+    metric = adapter.metric(data, split)
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    ctx = autocast if autocast is not None else contextlib.nullcontext()
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc=f"eval {task}", unit="batch")
+    try:
+        for batch in batches:
+            batch = to_device(batch, device)
+            with ctx:
+                pred = adapter.predict(model, batch["image"])
+            keep = [i for i, p in enumerate(batch["pad"]) if not p]
+            if keep:
+                pred = _as_float(pred)
+                pred = tuple(p[keep] for p in pred) if isinstance(pred, tuple) else pred[keep]
+                adapter.update_metric(metric, pred, _select(batch, keep))
+    finally:
+        model.train(was_training)
+    metric.sync()
+    return metric.compute()

@@ -55,16 +55,19 @@ EAR_SEMI = np.array([0.011, 0.030, 0.018])
 
 
 def rot_x(a: float) -> np.ndarray:
+    """(3, 3) rotation about x by ``a`` radians."""
     c, s = np.cos(a), np.sin(a)
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
 def rot_y(a: float) -> np.ndarray:
+    """(3, 3) rotation about y by ``a`` radians."""
     c, s = np.cos(a), np.sin(a)
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
 
 
 def rot_z(a: float) -> np.ndarray:
+    """(3, 3) rotation about z by ``a`` radians."""
     c, s = np.cos(a), np.sin(a)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
@@ -178,6 +181,7 @@ class Body:
 
 
 def sample_shape(rng: np.random.Generator, child: bool = False) -> BodyShape:
+    """Random proportions (adult 1.52-1.95 m, child 1.05-1.45 m)."""
     height = rng.uniform(1.05, 1.45) if child else rng.uniform(1.52, 1.95)
     return BodyShape(
         scale=height / 1.75,

@@ -61,6 +61,7 @@ class Primitives:
 
     @staticmethod
     def concatenate(items: list[Primitives]) -> Primitives:
+        """All primitives of ``items``, in order."""
         return Primitives(
             *(np.concatenate([getattr(p, f) for p in items]) for f in _FIELDS),
         )

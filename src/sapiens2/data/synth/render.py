@@ -115,6 +115,7 @@ class Materials:
 
 
 def sample_materials(rng: np.random.Generator, people: int) -> Materials:
+    """Colours and patterns of the ``NUM_MATERIALS`` materials of each person (skin, clothes...)."""
     m = people * NUM_MATERIALS
     c1 = np.zeros((m, 3))
     c2 = np.zeros((m, 3))
@@ -199,6 +200,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
 
 
 def _place_people(rng: np.random.Generator, n: int) -> list[tuple[float, np.ndarray, bool]]:
+    """(yaw, ground position, is_child) per person, at least 1 m apart when possible."""
     placed: list[np.ndarray] = []
     out = []
     for _ in range(n):

@@ -98,6 +98,7 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def sample_id(index: int) -> str:
+    """File stem / shard key of sample ``index`` (zero-padded to 6 digits)."""
     return f"{index:06d}"
 
 

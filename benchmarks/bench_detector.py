@@ -6,8 +6,9 @@ weights (same architecture and cost as the official ``rtmdet_m.pth``).
 
     python benchmarks/bench_detector.py [--device cuda] [--repeats 20] [--batch 8]
 
-Prints one line per model: median ms/image for single-image calls, and for ``detect_batch`` calls of
-``--batch`` images.
+Prints one line per model: ms/image for single-image calls and for ``detect_batch`` calls of
+``--batch`` images (median and minimum wall time, and the process's CPU time, which is less
+sensitive to other load on a shared machine).
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_ms(fn, n: int, device: torch.device, per: int = 1) -> float:
-    times = []
+def _time_ms(fn, n: int, device: torch.device, per: int = 1) -> tuple[float, float, float]:
+    """(median wall ms, min wall ms, median process CPU ms) per image over ``n`` calls."""
+    wall, cpu = [], []
     for _ in range(n):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append((time.perf_counter() - start) * 1000 / per)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) * 1000 / per)
+        cpu.append((time.process_time() - start_cpu) * 1000 / per)
+    return statistics.median(wall), min(wall), statistics.median(cpu)
 
 
 def bench(name: str, detector: RTMDetDetector, repeats: int, batch: int) -> None:
@@ -52,17 +55,20 @@ def bench(name: str, detector: RTMDetDetector, repeats: int, batch: int) -> None
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(640, 640, 3), dtype=np.uint8)
     frames = [image] * batch
-    for _ in range(3):  # warm-up (oneDNN / cuDNN kernel selection)
+    for _ in range(2):  # warm-up (oneDNN / cuDNN kernel selection)
         detector(image)
         detector.detect_batch(frames, batch_size=batch)
-    single = _median_ms(lambda: detector(image), repeats, device)
-    batched = _median_ms(
-        lambda: detector.detect_batch(frames, batch_size=batch), max(3, repeats // 4), device, batch
+    single = _time_ms(lambda: detector(image), repeats, device)
+    batched = _time_ms(
+        lambda: detector.detect_batch(frames, batch_size=batch), max(3, repeats // 3), device, batch
     )
     params = sum(p.numel() for p in detector.model.parameters())
     print(
-        f"{name:8s} {params / 1e6:6.2f} M params  device={device}  threads={torch.get_num_threads()}"
-        f"  single: {single:8.1f} ms/image  batch {batch}: {batched:8.1f} ms/image"
+        f"{name}: {params / 1e6:.2f} M params, device {device}, {torch.get_num_threads()} threads; "
+        f"ms/image (median wall / min wall / median CPU time): "
+        f"single {single[0]:.1f} / {single[1]:.1f} / {single[2]:.1f}; "
+        f"batch {batch} {batched[0]:.1f} / {batched[1]:.1f} / {batched[2]:.1f}",
+        flush=True,
     )
 
 

@@ -182,12 +182,23 @@ def _exp_on_reg_from_cfg_text(cfg_text: Any) -> bool | None:
 def _read_pth(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError...
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:
+            raise DetectorCheckpointError(
+                f"{path}: torch.load(weights_only=True) refuses it: it pickles "
+                f"{refused.group(1)}, which is not a plain type (a training checkpoint?). Only "
+                "tensors, dicts, lists, strings and numbers are accepted. If you trust the file, "
+                "convert it once: sd = torch.load(path, weights_only=False)['state_dict']; "
+                "sapiens2.detect.save_detector(sapiens2.detect.load_detector(sd), "
+                "'detector.safetensors')."
+            ) from err
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
         raise DetectorCheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({first}). Only plain "
-            "checkpoints (tensors, dicts, strings, numbers) are accepted; re-save a training "
-            "checkpoint with just its 'state_dict' and 'meta'."
+            f"{path}: not a readable PyTorch checkpoint (torch.load(weights_only=True) failed "
+            f"with {reason})"
         ) from err
     if isinstance(obj, Mapping) and "state_dict" in obj:
         sd, meta = obj["state_dict"], obj.get("meta") or {}

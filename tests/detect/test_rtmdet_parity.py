@@ -66,9 +66,14 @@ def test_image_head_outputs_match_mmdet(tiny_detector, fixture_rgb, golden):
         assert _rel(reg[level], golden[f"image.bbox_pred.{level}"]) < 1e-4
 
 
-def assert_same_detections(boxes, scores, ref_boxes, ref_scores, score_tol=1e-5, box_tol=1e-2):
+def assert_same_detections(
+    boxes, scores, ref_boxes, ref_scores, score_tol=1e-5, box_tol=1e-2, box_rtol=1e-4
+):
     """Same count; each detection matched to an unused reference detection of nearly equal score
-    (neighbouring scores can be ~2e-5 apart or tied) with the closest box."""
+    (neighbouring scores can be ~2e-5 apart or tied) with the closest box. Boxes agree within
+    ``max(box_tol, box_rtol * box size)`` px: exp(reg) * stride turns float32 rounding differences
+    between conv kernels (thread count, CPU) into up to ~6e-5 of the box size (0.015 px on a 250 px
+    box of this random-weight fixture with 1 thread; 0.0 with 2 to 4 threads here)."""
     assert boxes.shape == ref_boxes.shape and scores.shape == ref_scores.shape
     unused = set(range(len(ref_scores)))
     for box, score in zip(boxes, scores, strict=True):
@@ -76,7 +81,11 @@ def assert_same_detections(boxes, scores, ref_boxes, ref_scores, score_tol=1e-5,
         assert cands, f"no reference detection with score near {score}"
         j = min(cands, key=lambda j: np.abs(ref_boxes[j] - box).max())
         assert abs(ref_scores[j] - score) <= score_tol
-        assert np.abs(ref_boxes[j] - box).max() <= box_tol, (box, ref_boxes[j])
+        size = max(ref_boxes[j][2] - ref_boxes[j][0], ref_boxes[j][3] - ref_boxes[j][1])
+        assert np.abs(ref_boxes[j] - box).max() <= max(box_tol, box_rtol * size), (
+            box,
+            ref_boxes[j],
+        )
         unused.remove(j)
 
 
@@ -100,10 +109,10 @@ def test_batched_call_equals_single_calls(tiny_detector, fixture_rgb):
     batched = det.detect_batch([fixture_rgb, small, fixture_rgb], batch_size=2)
     singles = [det(img) for img in (fixture_rgb, small)]
     assert len(batched) == 3 and len(batched[1].scores) > 0
-    # Batch size changes the conv kernels' summation order: equal up to float rounding, which
-    # exp() of these random weights amplifies to ~0.01 px on 300-px boxes.
+    # Batch size changes the conv kernels' summation order: equal up to float rounding (seen:
+    # 1.1e-4 of the box size).
     for got, want in zip(batched, [*singles, singles[0]], strict=True):
-        assert_same_detections(got.boxes, got.scores, want.boxes, want.scores, box_tol=0.05)
+        assert_same_detections(got.boxes, got.scores, want.boxes, want.scores, box_rtol=5e-4)
 
 
 def test_bad_images_are_rejected(tiny_detector, fixture_rgb):

@@ -182,6 +182,38 @@ class Sapiens2(nn.Module):
             tokens = self._run_block(blk, tokens, rope)
         return self.ln1(tokens) if self.ln1 is not None else tokens
 
+    def forward_masked(self, x: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tensor:
+        """Runs the blocks on a subset of the patch tokens (masked image modelling).
+
+        The patch tokens are computed as in :meth:`forward_features` (for the 4K variant after the
+        windowed tokenizer, so masked windows are dropped after the local stage), then only the
+        tokens at ``keep_idx`` are kept and each keeps its own 2-D RoPE position. With ``keep_idx``
+        covering every patch in order this equals :meth:`forward_features`.
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised images.
+            keep_idx: ``(B, K)`` int64 indices into the row-major ``Hp*Wp`` token grid.
+
+        Returns:
+            ``(B, P + K, D)`` after the final norm: P prefix tokens, then the kept patch tokens in
+            the order of ``keep_idx``.
+        """
+        tokens, grid = self._prepare_tokens(x)
+        n = grid[0] * grid[1]
+        b = tokens.shape[0]
+        if keep_idx.ndim != 2 or keep_idx.shape[0] != b:
+            raise ValueError(f"keep_idx must be (B={b}, K), got shape {tuple(keep_idx.shape)}")
+        if keep_idx.numel() and (int(keep_idx.min()) < 0 or int(keep_idx.max()) >= n):
+            raise ValueError(f"keep_idx out of range for a {grid[0]}x{grid[1]} token grid")
+        p = self.num_prefix_tokens
+        patches = tokens[:, p:].gather(1, keep_idx[..., None].expand(-1, -1, tokens.shape[-1]))
+        tokens = torch.cat([tokens[:, :p], patches], dim=1)
+        sin, cos = self.rope_embed(grid)  # (N, hd) each
+        rope = (sin[keep_idx].unsqueeze(1), cos[keep_idx].unsqueeze(1))  # (B, 1, K, hd)
+        for blk in self.blocks:
+            tokens = self._run_block(blk, tokens, rope)
+        return self.ln1(tokens) if self.ln1 is not None else tokens
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The final normalised patch feature map ``(B, D, H/16, W/16)`` (4K: ``H/64, W/64``)."""
         h, w = x.shape[-2:] if x.ndim == 4 else (0, 0)

@@ -1,0 +1,254 @@
+"""Pretraining recipes: typed, frozen dataclasses named by arch (``tiny``, ``0.4b``, ..., ``1b-4k``).
+
+The paper's 1B hyper-parameters (A.1.1) are the defaults of every size (the paper gives no others);
+``tiny`` and ``tiny-4k`` are our CPU-sized recipes for tests, demos and quick studies.
+``recipe.with_overrides(["optim.lr=3e-4", "max_steps=100"])`` applies ``--set key=value`` strings
+(dotted keys reach the nested sections); unknown keys are an error listing the known ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, get_type_hints
+
+from sapiens2.pretrain.distill import DistillConfig
+from sapiens2.pretrain.mae import MAEConfig
+from sapiens2.pretrain.masking import MaskConfig
+from sapiens2.pretrain.objective import LossWeights
+from sapiens2.pretrain.views import ViewsConfig
+
+__all__ = ["RECIPES", "OptimConfig", "PretrainRecipe", "get_recipe"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``min_lr``; global-norm clipping.
+
+    Parameters without weight decay: norms, biases and the special tokens (class, storage, mask,
+    window class and local position embeddings).
+    """
+
+    lr: float = 1e-4
+    min_lr: float = 1e-7
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05
+    warmup_steps: int = 1000
+    clip_grad: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ValueError(f"lr must be > 0 and min_lr >= 0, got {self.lr}, {self.min_lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """Everything a pretraining run needs besides the data and the output folder.
+
+    ``batch_size`` is per process; the global batch is ``batch_size * world_size``.
+    """
+
+    name: str
+    arch: str
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    max_steps: int = 500_000
+    max_minutes: float = 0.0  # stop (checkpoint, export) after this wall time; 0 = no limit
+    batch_size: int = 8
+    strategy: str = "fsdp2"  # single | ddp | fsdp2
+    precision: str = "bf16"  # bf16 | fp32
+    activation_checkpointing: bool = True
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 4
+    seed: int = 0
+    split: str = "train"
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("single", "ddp", "fsdp2"):
+            raise ValueError(f"strategy must be single, ddp or fsdp2, got {self.strategy!r}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ValueError("max_steps and batch_size must be >= 1")
+        if self.loss.koleo > 0 and self.batch_size < 2 and self.distill.koleo_scope == "local":
+            raise ValueError("KoLeo needs a per-process batch of at least 2 with koleo_scope=local")
+
+    def with_overrides(self, items: list[str] | dict[str, Any]) -> PretrainRecipe:
+        """A copy with ``key=value`` overrides (``"optim.lr=3e-4"``, ``"views.global_size=256,192"``)."""
+        pairs = items.items() if isinstance(items, dict) else [_split_item(s) for s in items]
+        out: Any = self
+        for key, value in pairs:
+            out = _set(out, key.split("."), value, key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def field_keys(self) -> list[str]:
+        """Every settable dotted key."""
+        return _keys(self, "")
+
+
+def _split_item(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    k, v = item.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _keys(obj: Any, prefix: str) -> list[str]:
+    out = []
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if is_dataclass(v):
+            out += _keys(v, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def _set(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    head = path[0]
+    if head not in names:
+        raise KeyError(f"unknown recipe key {full_key!r}; known: {', '.join(_keys(obj, ''))}")
+    current = getattr(obj, head)
+    if len(path) > 1:
+        if not is_dataclass(current):
+            raise KeyError(f"unknown recipe key {full_key!r}: {head!r} has no sub-keys")
+        return replace(obj, **{head: _set(current, path[1:], value, full_key)})
+    if is_dataclass(current):
+        raise KeyError(f"recipe key {full_key!r} is a section; set one of its fields")
+    hint = get_type_hints(type(obj))[head]
+    return replace(obj, **{head: _coerce(full_key, value, hint)})
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if hint is str:
+        return value
+    if hint is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"recipe key {key}: expected a boolean, got {value!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"recipe key {key}: cannot parse {value!r}") from None
+    if hint is float and isinstance(parsed, int) and not isinstance(parsed, bool):
+        return float(parsed)
+    if hint in (int, float):
+        if not isinstance(parsed, hint) or isinstance(parsed, bool):
+            raise ValueError(f"recipe key {key}: expected {hint.__name__}, got {value!r}")
+        return parsed
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(parsed, tuple | list):
+            raise ValueError(f"recipe key {key}: expected a tuple such as 1024,768, got {value!r}")
+        elem = [a for a in args if a is not Ellipsis]
+        if Ellipsis not in args and len(parsed) != len(elem):
+            raise ValueError(f"recipe key {key}: expected {len(elem)} values, got {value!r}")
+        conv = elem[0] if elem else float
+        return tuple(conv(x) for x in parsed)
+    raise ValueError(f"recipe key {key}: unsupported type {hint}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The table
+
+_SIZES = ("0.1b", "0.4b", "0.8b", "1b", "5b")
+
+
+def _paper(size: str) -> PretrainRecipe:
+    return PretrainRecipe(name=size, arch="sapiens2_" + size)
+
+
+def _paper_4k() -> PretrainRecipe:
+    # 4096x3072 inputs; masking on the 64x48 pooled grid; 2K reconstruction target.
+    return PretrainRecipe(
+        name="1b-4k",
+        arch="sapiens2_1b_4k",
+        views=ViewsConfig(global_size=(4096, 3072), local_size=(1536, 1152)),
+        mae=MAEConfig(target_scale=0.5),
+        batch_size=1,
+    )
+
+
+def _tiny_common(name: str, arch: str, views: ViewsConfig, mae: MAEConfig) -> PretrainRecipe:
+    return PretrainRecipe(
+        name=name,
+        arch=arch,
+        views=views,
+        mae=mae,
+        distill=DistillConfig(
+            num_prototypes=512,
+            head_hidden=256,
+            head_bottleneck=64,
+            teacher_temp_warmup_steps=100,
+            ema_momentum=0.992,
+        ),
+        optim=OptimConfig(lr=1e-3, min_lr=1e-6, warmup_steps=50),
+        max_steps=2000,
+        batch_size=16,
+        strategy="single",
+        precision="fp32",
+        activation_checkpointing=False,
+        device="cpu",
+        num_workers=0,
+        log_every=10,
+        save_every=500,
+    )
+
+
+def _tiny() -> PretrainRecipe:
+    return _tiny_common(
+        "tiny",
+        "sapiens2_tiny",
+        ViewsConfig(global_size=(128, 96), local_size=(64, 48)),
+        MAEConfig(decoder_depth=2, decoder_dim=128, decoder_heads=4),
+    )
+
+
+def _tiny_4k() -> PretrainRecipe:
+    return _tiny_common(
+        "tiny-4k",
+        "sapiens2_tiny_4k",
+        ViewsConfig(global_size=(512, 384), local_size=(256, 192)),
+        MAEConfig(decoder_depth=2, decoder_dim=128, decoder_heads=4, target_scale=0.5),
+    )
+
+
+RECIPES: dict[str, Any] = {
+    "tiny": _tiny,
+    "tiny-4k": _tiny_4k,
+    **{s: (lambda s=s: _paper(s)) for s in _SIZES},
+    "1b-4k": _paper_4k,
+}
+
+
+def get_recipe(name: str, overrides: list[str] | dict[str, Any] | None = None) -> PretrainRecipe:
+    """The recipe ``name`` (see :data:`RECIPES`) with ``--set`` overrides applied."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown pretraining recipe {name!r}; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]()
+    return recipe.with_overrides(overrides) if overrides else recipe

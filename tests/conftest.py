@@ -34,6 +34,21 @@ def assert_parity(
     return mx, mean
 
 
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A small synthetic-humans dataset (18 train / 6 val images at 96x64), rendered once."""
+    from sapiens2.data.synth.render import SynthConfig
+    from sapiens2.data.synth.writer import WriteConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    write_dataset(
+        WriteConfig(
+            root, num=24, seed=3, val_fraction=0.25, render=SynthConfig(96, 64, people_max=1)
+        )
+    )
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

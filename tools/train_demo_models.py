@@ -14,6 +14,8 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -83,15 +85,28 @@ def main() -> None:
     if not (data / "train" / "pose.json").is_file():
         write_dataset(WriteConfig(data, num=args.num, seed=7, val_fraction=0.1,
                                   workers=args.render_workers, render=SynthConfig(256, 192)))  # fmt: skip
-    jobs = [
-        (t, str(data), str(args.out), args.steps, args.batch, args.workers, args.device)
-        for t in args.tasks
-    ]
-    if args.parallel:
-        with mp.get_context("spawn").Pool(len(jobs)) as pool:
-            rows = pool.starmap(train_one, jobs)
+    if args.parallel and len(args.tasks) > 1:
+        # One process per task (DataLoader workers cannot live under a multiprocessing pool).
+        procs = []
+        for task in args.tasks:
+            cmd = [sys.executable, __file__, "--out", str(args.out), "--device", args.device,
+                   "--steps", str(args.steps), "--batch", str(args.batch), "--num", str(args.num),
+                   "--workers", str(args.workers), "--tasks", task]  # fmt: skip
+            procs.append(subprocess.Popen(cmd))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise SystemExit(
+                f"a task failed: exit codes {dict(zip(args.tasks, codes, strict=True))}"
+            )
+        rows = [json.loads((args.out / f"report_{t}.json").read_text()) for t in args.tasks]
     else:
-        rows = [train_one(*j) for j in jobs]
+        rows = []
+        for task in args.tasks:
+            row = train_one(
+                task, str(data), str(args.out), args.steps, args.batch, args.workers, args.device
+            )
+            (args.out / f"report_{task}.json").write_text(json.dumps(row, indent=1))
+            rows.append(row)
     report = {row["task"]: row for row in rows}
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

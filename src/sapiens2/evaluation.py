@@ -171,6 +171,16 @@ class AlbedoAdapter(TaskAdapter):
 class PoseAdapter(TaskAdapter):
     task, dataset_cls, primary_metric = "pose", D.PoseDataset, "AP"
 
+    def dataset(self, data, split: str, train: bool, input_size, seed: int, augment: bool = True):
+        """UDP targets with sigma 6 at the official 1024-pixel-high input (256-high heatmaps),
+        scaled with the heatmap size otherwise (sigma 1.5 for 256x192 inputs)."""
+        hw = tuple(input_size)
+        transforms = None if (augment or not train) else D.default_transforms(self.task, False, hw)
+        return D.PoseDataset(
+            data, split, train=train, input_hw=hw, seed=seed, transforms=transforms,
+            sigma=6.0 * hw[0] / 1024,
+        )  # fmt: skip
+
     def __init__(self, flip_test: bool = True) -> None:
         self.flip_test = flip_test
 

@@ -12,7 +12,7 @@ from sapiens2.checkpoints.errors import CheckpointError, list_names
 from sapiens2.checkpoints.hub import resolve_source
 from sapiens2.checkpoints.infer import detect_task, infer_arch, infer_head, split_task_state_dict
 from sapiens2.checkpoints.io import read_metadata, read_state_dict, write_state_dict
-from sapiens2.device import resolve_device, resolve_dtype
+from sapiens2.device import disable_tf32, resolve_device, resolve_dtype
 from sapiens2.models import Sapiens2, TaskModel, build_model
 
 
@@ -57,7 +57,8 @@ def load_model(
             by huggingface_hub; ``HF_HUB_OFFLINE=1`` uses the cache only), ``<repo>/<file>``, or a
             state dict (tensors may be on ``meta``; then ``device="meta"`` builds without memory).
         device: ``None`` (cpu), ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``, ``"meta"``.
-        dtype: parameter dtype (default float32); the RoPE tables keep their own dtype.
+        dtype: parameter dtype (default float32); the RoPE tables keep their own dtype. A float32
+            model on CUDA switches TF32 off (``sapiens2.device.disable_tf32``) for exact results.
 
     Returns:
         ``Sapiens2`` for a backbone checkpoint, ``TaskModel`` for a task checkpoint (``backbone.*``
@@ -90,6 +91,8 @@ def load_model(
     except CheckpointError as err:
         raise CheckpointError(f"{origin}: {err}") from None
     dt = resolve_dtype(dtype) or torch.float32
+    if dev.type == "cuda" and dt == torch.float32:
+        disable_tf32()  # an fp32 model on CUDA reproduces the reference (TF32 convs do not)
     if dev.type != "meta":
         model = model.to(device=dev, dtype=dt)
     return model.eval()

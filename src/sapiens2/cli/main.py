@@ -15,6 +15,8 @@ def _command_modules() -> list[ModuleType]:
     # Imported here so `sapiens2 --help` stays fast and one broken command cannot hide the others.
     from sapiens2.cli import (
         check_data,
+        demo,
+        eval,
         features,
         models,
         predict,
@@ -25,7 +27,19 @@ def _command_modules() -> list[ModuleType]:
         train,
     )
 
-    return [models, features, predict, synth, check_data, recipes, train, pretrain, probe]
+    return [
+        demo,
+        models,
+        features,
+        predict,
+        eval,
+        synth,
+        check_data,
+        recipes,
+        train,
+        pretrain,
+        probe,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

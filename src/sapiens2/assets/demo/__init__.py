@@ -1,0 +1,1 @@
+"""The five demo checkpoints (``<task>.safetensors``, official layout, bfloat16)."""

@@ -14,6 +14,7 @@ from sapiens2.detect import (
     HUB_FILENAME,
     HUB_REPO,
     DetectorCheckpointError,
+    cached_detector_path,
     load_detector,
     save_detector,
 )
@@ -175,6 +176,8 @@ def test_hub_id_resolves_through_the_hf_cache(tmp_path, monkeypatch, rtmdet_file
     shutil.copy(rtmdet_files["pth"], snapshot / HUB_FILENAME)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    assert cached_detector_path() == snapshot / HUB_FILENAME
+    assert cached_detector_path(filename="other.pth") is None
     det = load_detector(HUB_REPO)
     assert det.model.config == tiny_detector.model.config
     # Not cached and offline: a clear error naming the repo and file, no network.

@@ -277,6 +277,18 @@ def _resolve(source: str | os.PathLike[str]) -> Path:
         ) from err
 
 
+def cached_detector_path(repo_id: str = HUB_REPO, filename: str = HUB_FILENAME) -> Path | None:
+    """The local path of the hub detector weights if they are already in the Hugging Face cache
+    (``HF_HUB_CACHE``), else None. Never touches the network.
+
+    Lets a caller pick the RTMDet detector by default only when its weights are available.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+    return Path(found) if isinstance(found, str) else None
+
+
 def load_detector(
     source: str | os.PathLike[str] | Mapping[str, torch.Tensor] = HUB_REPO,
     *,

@@ -70,6 +70,7 @@ def test_tiny_4k_pretrains_end_to_end(shards, tmp_path):
         (["loss.distill=0", "loss.koleo=0"], {"mae"}),
         (["loss.mae=0"], {"distill", "koleo"}),
         (["distill.patch_loss=true"], {"mae", "distill", "koleo", "patch"}),
+        (["precision=bf16", "activation_checkpointing=true"], {"mae", "distill", "koleo"}),
     ],
 )
 def test_ablations_switch_branches_off(shards, tmp_path, sets, terms):

@@ -128,16 +128,18 @@ class Pretrainer:
             student.set_grad_checkpointing(True)
         student.to(self.device)
         teacher.to(self.device)
+        # ddp / fsdp2 in a single process (no torchrun) run as "single"
+        strategy = recipe.strategy if self.info.distributed else "single"
+        self.strategy = strategy
         bf16 = recipe.precision == "bf16"
-        use_mp_policy = bf16 and recipe.strategy == "fsdp2" and self.info.distributed
+        use_mp_policy = bf16 and strategy == "fsdp2"
         mp = {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32} if use_mp_policy else {}
         self.autocast = bf16 and not use_mp_policy
-        self.student = wrap_model(student, recipe.strategy, self.info, **mp)
-        teacher_strategy = "fsdp2" if recipe.strategy == "fsdp2" else "single"
-        if teacher_strategy == "single" or not self.info.distributed:
-            self.teacher = teacher
-        else:
+        self.student = wrap_model(student, strategy, self.info, **mp)
+        if strategy == "fsdp2":  # sharded like the student, so the EMA pairs local shards
             self.teacher = wrap_model(teacher, "fsdp2", self.info, **mp)
+        else:
+            self.teacher = teacher
         self.state = nn.ModuleDict({"student": unwrap(self.student), "teacher": self.teacher})
         o = recipe.optim
         self.optimizer = torch.optim.AdamW(

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sapiens2.nn.norm import RMSNorm
+from sapiens2.nn.precision import linear
 from sapiens2.nn.rope import apply_rope
 
 # `enable_gqa` arrived in PyTorch 2.5; older versions repeat the kv heads explicitly.
@@ -78,12 +79,13 @@ class GroupedQueryAttention(nn.Module):
     ) -> torch.Tensor:
         """x ``(B, N, D)``; rope ``(sin, cos)`` for the last ``HW`` tokens or None."""
         b, n, _ = x.shape
-        q = self.wq(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
-        k = self.wk(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None:
+        q = linear(self.wq, x).view(b, n, self.num_heads, self.head_dim)
+        k = linear(self.wk, x).view(b, n, self.num_kv_heads, self.head_dim)
+        v = linear(self.wv, x).view(b, n, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:  # per head; cheaper before the transpose
             q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, N, hd)
         if rope is not None:
             q, k = apply_rope(q, k, *rope)
         out = sdpa_gqa(q, k, v, self.attn_drop if self.training else 0.0)  # (B, H, N, hd)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, n, -1))

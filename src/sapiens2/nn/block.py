@@ -9,6 +9,7 @@ from sapiens2.nn.attention import GroupedQueryAttention
 from sapiens2.nn.ffn import SwiGLU
 from sapiens2.nn.layer_scale import LayerScale
 from sapiens2.nn.norm import RMSNorm
+from sapiens2.nn.precision import compute_dtype
 
 
 class TransformerBlock(nn.Module):
@@ -16,6 +17,9 @@ class TransformerBlock(nn.Module):
 
     As in the official model, LayerScale (``attn.gamma``) sits on the attention branch only; the
     FFN branch has none. ``layer_scale_init=None`` drops it (the 4K tokenizer blocks).
+
+    The block runs in :func:`~sapiens2.nn.precision.compute_dtype` of its parameters (float32
+    for bf16/fp16 weights on a CPU without bf16/fp16 units) and returns its input's dtype.
     """
 
     def __init__(
@@ -58,8 +62,10 @@ class TransformerBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
+        out_dtype = x.dtype
+        x = x.to(compute_dtype(self.ln1.weight.dtype, x.device))
         y = self.attn(self.ln1(x), rope)
         if self.attn.gamma is not None:
             y = self.attn.gamma(y)
         x = x + y
-        return x + self.ffn(self.ln2(x))
+        return (x + self.ffn(self.ln2(x))).to(out_dtype)

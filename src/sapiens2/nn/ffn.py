@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sapiens2.nn.precision import linear
+
 
 class SwiGLU(nn.Module):
     """``w3(silu(a) * b)`` with ``[a | b] = w12(x)``.
@@ -23,5 +25,7 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden_dim, dim, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.w12(x).chunk(2, dim=-1)
-        return self.w3(F.silu(a) * b)
+        a, b = linear(self.w12, x).chunk(2, dim=-1)
+        h = F.silu(a)
+        h = h * b if torch.is_grad_enabled() else h.mul_(b)  # in place saves a buffer
+        return linear(self.w3, h)

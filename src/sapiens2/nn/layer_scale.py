@@ -19,4 +19,4 @@ class LayerScale(nn.Module):
         nn.init.constant_(self.weight, self.init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight
+        return x * self.weight.to(x.dtype)

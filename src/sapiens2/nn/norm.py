@@ -24,7 +24,19 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (self.dim,), self.weight, self.eps)
+        w = self.weight.to(x.dtype)
+        if x.device.type != "cpu" or (
+            torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+        ):
+            return F.rms_norm(x, (self.dim,), w, self.eps)
+        # Inference: the operations of PyTorch's CPU rms_norm (float32 arithmetic for bf16/fp16
+        # inputs, one rounding at the end; bit-identical), done in place: about 2x faster.
+        if x.dtype in (torch.bfloat16, torch.float16):
+            xf = x.float()
+            r = xf.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+            return xf.mul_(r).mul_(w.float()).to(x.dtype)
+        r = x.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        return (x * r).mul_(w)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"

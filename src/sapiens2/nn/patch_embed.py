@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from sapiens2.nn.precision import compute_dtype
 
 
 class PatchEmbed(nn.Module):
@@ -20,6 +23,10 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.projection(x)  # (B, D, Hp, Wp)
+        conv = self.projection
+        cd = compute_dtype(conv.weight.dtype, x.device)
+        bias = None if conv.bias is None else conv.bias.to(cd)
+        x = F.conv2d(x.to(cd), conv.weight.to(cd), bias, stride=self.patch_size)
+        x = x.to(conv.weight.dtype)  # (B, D, Hp, Wp)
         grid = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), grid  # (B, Hp*Wp, D)

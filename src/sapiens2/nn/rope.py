@@ -82,7 +82,9 @@ class RopePositionEmbedding(nn.Module):
     def forward(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         hp, wp = grid
         periods = self.periods
-        key = (hp, wp, periods.device, periods.data_ptr(), periods._version)
+        # Inference tensors (a model built under torch.inference_mode) have no version counter.
+        version = 0 if periods.is_inference() else periods._version
+        key = (hp, wp, periods.device, periods.data_ptr(), version)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -112,19 +114,32 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(
     q: torch.Tensor, k: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotates the last ``sin.shape[0]`` tokens of ``q`` and ``k`` (``(B, heads, N, hd)``).
+    """Rotates the last ``sin.shape[-2]`` tokens of ``q`` and ``k`` (``(B, heads, N, hd)``).
 
-    Leading (prefix) tokens are not rotated. q and k are cast to the table dtype for the rotation
-    and cast back afterwards, which rounds every token (prefix included) to that dtype.
+    ``x * cos + rotate_half(x) * sin`` with each product and the sum rounded to the table dtype,
+    as the official code computes it. Leading (prefix) tokens are not rotated. q and k are cast to
+    the table dtype for the rotation and cast back afterwards, which rounds every token (prefix
+    included) to that dtype. Tables are ``(HW, hd)`` or broadcastable to ``(B, 1, HW, hd)``.
     """
-    q_dtype, k_dtype = q.dtype, k.dtype
-    rope_dtype = sin.dtype
-    prefix = q.shape[-2] - sin.shape[-2]
+    half = sin.shape[-1] // 2
+    # rotate_half(x) * sin == swap_halves(x) * [-sin_1 | sin_2], exactly (negation commutes
+    # with rounding), which saves the negation pass over q and k.
+    sin_signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+    return _rotate(q, sin_signed, cos), _rotate(k, sin_signed, cos)
 
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(rope_dtype)
-        body = x[..., prefix:, :]
-        body = body * cos + rotate_half(body) * sin
-        return torch.cat([x[..., :prefix, :], body], dim=-2)
 
-    return rotate(q).to(q_dtype), rotate(k).to(k_dtype)
+def _rotate(x: torch.Tensor, sin_signed: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    rope_dtype = cos.dtype
+    prefix = x.shape[-2] - cos.shape[-2]
+    half = cos.shape[-1] // 2
+    body = x[..., prefix:, :].to(rope_dtype)
+    swapped = torch.cat([body[..., half:], body[..., :half]], dim=-1)
+    rotated = body * cos
+    rotated += swapped.mul_(sin_signed)
+    if prefix == 0 and x.dtype == rope_dtype:
+        return rotated
+    # One pass writes both parts back in x's dtype (no concatenation, no second cast).
+    out = torch.empty_like(x)
+    out[..., :prefix, :] = x[..., :prefix, :].to(rope_dtype)
+    out[..., prefix:, :] = rotated
+    return out

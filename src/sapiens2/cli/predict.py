@@ -66,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-dir", type=Path, metavar="DIR",
                         help="dense tasks: foreground masks <name>_seg.png / <name>.npy / <name>.png (nonzero = person)")  # fmt: skip
     parser.add_argument(
+        "--detector",
+        default="auto",
+        metavar="rtmdet|seg|none|SOURCE",
+        help="pose: person boxes from the built-in RTMDet (the official detector; 'auto' = rtmdet "
+        "when its weights are in the hub cache, else seg with --mask-model, else none), from the "
+        "--mask-model's person mask ('seg'), the whole image ('none'), or a detector checkpoint "
+        "(.pth/.safetensors file or hub id)",
+    )
+    parser.add_argument(
         "--kpt-thr", type=float, default=0.3, help="pose: keypoint score threshold for drawing"
     )
     parser.add_argument(
@@ -102,14 +111,35 @@ def _load_predictor(args):
             raise ValueError(
                 f"--mask-model {args.mask_model} must be a seg checkpoint, got a {getattr(mask_model, 'task', 'backbone')} one"
             )
+    detector = _load_detector(args, device) if args.task == "pose" else None
     return Predictor(
         args.task,
         model,
         input_size=tuple(args.input_size) if args.input_size else None,
         flip_test=args.flip_test,
         mask_model=mask_model,
+        detector=detector,
         batch_size=args.batch_size,
     )
+
+
+def _load_detector(args, device):
+    """The pose person detector chosen by ``--detector`` (None: seg mask or whole image)."""
+    from sapiens2.detect import HUB_REPO, cached_detector_path, load_detector
+
+    choice = args.detector
+    if choice == "auto":
+        cached = cached_detector_path()
+        if cached is None:
+            logger.info("no RTMDet weights in the hub cache; person boxes from %s",
+                        "the --mask-model" if args.mask_model else "the whole image")  # fmt: skip
+            return None
+        return load_detector(cached, device=device)
+    if choice in ("seg", "none"):
+        if choice == "seg" and not args.mask_model:
+            raise ValueError("--detector seg needs a --mask-model (a seg checkpoint)")
+        return None
+    return load_detector(HUB_REPO if choice == "rtmdet" else choice, device=device)
 
 
 def run(args: argparse.Namespace) -> int:

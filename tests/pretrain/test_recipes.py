@@ -45,14 +45,14 @@ def test_overrides():
         [
             "max_steps=7",
             "optim.lr=3e-4",
-            "loss.mae=0",
+            "loss.koleo=0",
             "views.global_size=256,192",
             "distill.ema_momentum_end=1",
             "distill.patch_loss=true",
             "strategy=fsdp2",
         ],
     )
-    assert r.max_steps == 7 and r.optim.lr == 3e-4 and r.loss.mae == 0.0
+    assert r.max_steps == 7 and r.optim.lr == 3e-4 and r.loss.koleo == 0.0
     assert r.views.global_size == (256, 192)
     assert r.distill.ema_momentum_end == 1.0 and r.distill.patch_loss
     assert get_recipe("tiny", ["distill.ema_momentum_end=none"]).distill.ema_momentum_end is None
@@ -75,6 +75,11 @@ def test_overrides():
 def test_bad_overrides_are_errors(item, error, match):
     with pytest.raises(error, match=match):
         get_recipe("tiny", [item])
+
+
+def test_patch_term_needs_both_branches():
+    with pytest.raises(ValueError, match="patch_loss"):
+        get_recipe("tiny", ["loss.mae=0", "distill.patch_loss=true"])
 
 
 def test_unknown_recipe():

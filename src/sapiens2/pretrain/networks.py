@@ -56,16 +56,15 @@ class Student(nn.Module):
         patch_loss = distill is not None and distill.patch_loss
         self.decoder: MAEDecoder | None = None
         self.target_patch = self.stride
-        if mae is not None or patch_loss:
-            mae = mae or MAEConfig()
+        if patch_loss and mae is None:
+            raise ValueError("the patch distillation term needs the MAE decoder (mae config)")
+        if mae is not None:
             self.target_patch = mae.target_patch(self.stride)
             out_dim = self.target_patch**2 * cfg.in_channels
             self.decoder = MAEDecoder(cfg.embed_dim, cfg.num_prefix_tokens, out_dim, mae)
         self.head = ProjectionHead(cfg.embed_dim, distill) if distill is not None else None
         self.patch_head = ProjectionHead(cfg.embed_dim, distill) if patch_loss else None
-        self.patch_proj = (
-            nn.Linear(mae.decoder_dim, cfg.embed_dim) if patch_loss and mae is not None else None
-        )
+        self.patch_proj = nn.Linear(mae.decoder_dim, cfg.embed_dim) if patch_loss else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)

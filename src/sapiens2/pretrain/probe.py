@@ -5,8 +5,8 @@ backbone runs once over the probe's train and val images (deterministic resize /
 augmentation) and its final feature maps ``(D, H/16, W/16)`` are cached; a light head (BatchNorm +
 1x1 convolution, optionally one hidden 1x1 layer) is then trained on the cached features:
 
-* ``seg``: 29-class logits upsampled (bilinear) to the label size, cross-entropy (255 ignored);
-  metric mIoU (and aAcc, mAcc) from :class:`sapiens2.metrics.SegmentationMetric`.
+* ``seg``: 29-class logits upsampled (bilinear) to a quarter of the input size, cross-entropy
+  against nearest-resized labels (255 ignored); evaluated at the labels' full size with the metric mIoU (and aAcc, mAcc) from :class:`sapiens2.metrics.SegmentationMetric`.
 * ``pose``: 308 heatmaps upsampled to ``input / 4``, keypoint-weighted MSE against UDP targets on
   ground-truth boxes; decoded with DARK-UDP and scored with the official 308-keypoint evaluator
   (:func:`sapiens2.metrics.keypoints308.evaluate_keypoints308`, keypoint AP), plus PCK@0.1 of the
@@ -139,12 +139,15 @@ def _probe_seg(backbone: Sapiens2, data: str | Path, cfg: ProbeConfig) -> dict[s
     )
     ftr, itr = extract_features(backbone, train, cfg.max_train)
     labels = torch.stack([it["seg"] for it in itr])  # (N, H, W)
+    # the head trains against labels at a quarter of the input size (nearest), which is ample for
+    # 16-pixel features and 16x cheaper; evaluation uses the full-resolution labels
+    h4, w4 = hw[0] // 4, hw[1] // 4
+    labels = F.interpolate(labels[:, None].float(), size=(h4, w4), mode="nearest")[:, 0].long()
     head = ProbeHead(ftr.shape[1], 29, cfg.hidden)
 
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        y = labels[idx]
-        up = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(up, y, ignore_index=255)
+        up = F.interpolate(logits, size=(h4, w4), mode="bilinear", align_corners=False)
+        return F.cross_entropy(up, labels[idx], ignore_index=255)
 
     losses = _train_head(head, ftr, loss_fn, cfg)
     fva, iva = extract_features(backbone, val, cfg.max_val)

@@ -82,6 +82,11 @@ class PretrainRecipe:
             raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
         if self.max_steps < 1 or self.batch_size < 1:
             raise ValueError("max_steps and batch_size must be >= 1")
+        if self.distill.patch_loss and (self.loss.mae == 0 or self.loss.distill == 0):
+            raise ValueError(
+                "distill.patch_loss needs both branches on (loss.mae > 0: it reads the MAE "
+                "decoder's features; loss.distill > 0: it is part of the contrastive term)"
+            )
         if self.loss.koleo > 0 and self.batch_size < 2 and self.distill.koleo_scope == "local":
             raise ValueError("KoLeo needs a per-process batch of at least 2 with koleo_scope=local")
 

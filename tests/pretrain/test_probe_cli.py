@@ -46,6 +46,7 @@ def test_probe_trains_a_head_and_leaves_the_backbone_frozen(dataset, task):
     assert res["num_train"] > 0 and res["num_val"] > 0
     if task == "seg":
         assert 0.0 <= res["mIoU"] <= 100.0 and 0.0 <= res["aAcc"] <= 100.0
+        assert 0.0 <= res["fgIoU"] <= 100.0
         assert res["mIoU"] == again["mIoU"]  # deterministic for a seed
     else:
         assert 0.0 <= res["AP"] <= 1.0 and 0.0 <= res["PCK@0.1"] <= 1.0

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hidden", type=int, default=0, help="hidden width of the head (0 = linear)"
     )
+    parser.add_argument(
+        "--no-class-balance",
+        action="store_true",
+        help="seg: plain cross-entropy (default: class weights freq**-0.5)",
+    )
     parser.add_argument("--max-train", type=int, default=0, help="at most N train items (0 = all)")
     parser.add_argument("--max-val", type=int, default=0, help="at most N val items (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         hidden=args.hidden,
+        class_balanced=not args.no_class_balance,
         max_train=args.max_train,
         max_val=args.max_val,
         seed=args.seed,

@@ -6,7 +6,9 @@ augmentation) and its final feature maps ``(D, H/16, W/16)`` are cached; a light
 1x1 convolution, optionally one hidden 1x1 layer) is then trained on the cached features:
 
 * ``seg``: 29-class logits upsampled (bilinear) to a quarter of the input size, cross-entropy
-  against nearest-resized labels (255 ignored); evaluated at the labels' full size with the metric mIoU (and aAcc, mAcc) from :class:`sapiens2.metrics.SegmentationMetric`.
+  against nearest-resized labels (255 ignored); evaluated at the labels' full size: mIoU (and
+  aAcc, mAcc) from :class:`sapiens2.metrics.SegmentationMetric`, plus the person-vs-background IoU
+  ``fgIoU`` (the 28 body-part classes merged; a denser signal for weak probes).
 * ``pose``: 308 heatmaps upsampled to ``input / 4``, keypoint-weighted MSE against UDP targets on
   ground-truth boxes; decoded with DARK-UDP and scored with the official 308-keypoint evaluator
   (:func:`sapiens2.metrics.keypoints308.evaluate_keypoints308`, keypoint AP), plus PCK@0.1 of the
@@ -54,6 +56,9 @@ class ProbeConfig:
         steps: head training steps on the cached features.
         batch_size, lr, weight_decay: AdamW on the head.
         hidden: 0 for a linear head, else the width of one hidden 1x1 layer (GELU).
+        class_balanced: seg only: weight the cross-entropy by ``freq**-0.5`` of each class in the
+            train labels (normalised to mean 1), so that a weak probe does not settle on predicting
+            background everywhere (small people at stride 16 are otherwise never predicted).
         max_train, max_val: use at most this many train / val items (0 = all).
         seed: head init and batch order.
     """
@@ -65,6 +70,7 @@ class ProbeConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     hidden: int = 0
+    class_balanced: bool = True
     max_train: int = 0
     max_val: int = 0
     seed: int = 0
@@ -144,20 +150,33 @@ def _probe_seg(backbone: Sapiens2, data: str | Path, cfg: ProbeConfig) -> dict[s
     h4, w4 = hw[0] // 4, hw[1] // 4
     labels = F.interpolate(labels[:, None].float(), size=(h4, w4), mode="nearest")[:, 0].long()
     head = ProbeHead(ftr.shape[1], 29, cfg.hidden)
+    weight = None
+    if cfg.class_balanced:
+        counts = torch.bincount(labels[labels != 255].flatten(), minlength=29).float()
+        weight = torch.where(counts > 0, counts.clamp_min(1.0) ** -0.5, torch.zeros(()))
+        weight = weight / weight[counts > 0].mean()
 
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(logits, size=(h4, w4), mode="bilinear", align_corners=False)
-        return F.cross_entropy(up, labels[idx], ignore_index=255)
+        return F.cross_entropy(up, labels[idx], weight=weight, ignore_index=255)
 
     losses = _train_head(head, ftr, loss_fn, cfg)
     fva, iva = extract_features(backbone, val, cfg.max_val)
     metric = SegmentationMetric(29)
+    inter = union = 0
     with torch.no_grad():
         for f, it in zip(fva, iva, strict=True):
-            metric.update(head(f[None]), it["seg"][None])
+            logits = head(f[None])
+            metric.update(logits, it["seg"][None])
+            y = it["seg"]
+            pred = F.interpolate(logits, size=y.shape, mode="bilinear", align_corners=False)
+            fg_pred, fg_true, valid = pred[0].argmax(0) != 0, (y != 0) & (y != 255), y != 255
+            inter += int((fg_pred & fg_true & valid).sum())
+            union += int(((fg_pred | fg_true) & valid).sum())
     res = metric.compute()
     return {
         "mIoU": float(res["mIoU"]),
+        "fgIoU": 100.0 * inter / max(union, 1),
         "mAcc": float(res["mAcc"]),
         "aAcc": float(res["aAcc"]),
         "train_loss_end": float(np.mean(losses[-20:])),
@@ -238,7 +257,7 @@ def run_probe(backbone: Sapiens2, data: str | Path, cfg: ProbeConfig) -> dict[st
         cfg: probe settings.
 
     Returns:
-        The metrics (seg: ``mIoU``, ``mAcc``, ``aAcc`` in %; pose: ``AP``, ``AR`` fractions and
+        The metrics (seg: ``mIoU``, ``fgIoU``, ``mAcc``, ``aAcc`` in %; pose: ``AP``, ``AR`` fractions and
         ``PCK@0.1``) plus ``train_loss_end``, ``num_train``, ``num_val`` and the config.
     """
     s = backbone.cfg.stride

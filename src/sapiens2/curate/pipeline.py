@@ -230,7 +230,14 @@ class Pipeline:
             )
             ds = ds.map_batches(read_batch, fn_kwargs={"cfg": cfg}, batch_size=1, **common)
         else:
+            import pyarrow.parquet as pq
+
+            parts = sorted((self.work / "read").glob("*.parquet"))
+            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+            # blocks of rows_per_part rows spread over the workers (the reader would merge small
+            # files into one block, i.e. one task)
             ds = ray.data.read_parquet(str(self.work / "read"))
+            ds = ds.repartition(max(1, -(-rows // cfg.rows_per_part)))
             kwargs = {
                 "token": f"{self.out.resolve()}:{time.time_ns()}",
                 "cfg": cfg,
@@ -241,7 +248,9 @@ class Pipeline:
             ds = ds.map_batches(
                 analyse_batch, fn_kwargs=kwargs, batch_size=cfg.batch_size, **common
             )
-        ds.write_parquet(str(dest), max_rows_per_file=cfg.rows_per_part)
+        ds.write_parquet(
+            str(dest), min_rows_per_file=cfg.rows_per_part, max_rows_per_file=cfg.rows_per_part
+        )
         if not dest.is_dir():  # nothing survived: keep an empty stage folder
             dest.mkdir(parents=True)
 

@@ -82,7 +82,7 @@ class EmbedConfig:
         input_size: (H, W) images are resized to (a multiple of 16).
     """
 
-    model: str = "facebook/sapiens2-0.4b"
+    model: str = "facebook/sapiens2-pretrain-0.4b"
     pool: str = "cls"
     input_size: tuple[int, int] = (512, 384)
 

@@ -98,17 +98,6 @@ def _read_table(path: Path):
     return table.sort_by("uid") if table.num_rows else table
 
 
-def _drop_counts(table) -> tuple[int, int, dict[str, int]]:
-    if table is None:
-        return 0, 0, {}
-    drops = table.column("drop").to_pylist()
-    counts: dict[str, int] = {}
-    for d in drops:
-        if d:
-            counts[d] = counts.get(d, 0) + 1
-    return len(drops), len(drops) - sum(counts.values()), dict(sorted(counts.items()))
-
-
 class Pipeline:
     """One curation run.
 
@@ -330,4 +319,4 @@ def curate(
     return Pipeline(source, out, config, **kwargs).run()
 
 
-__all__ = ["STAGES", "CurateResult", "Pipeline", "_drop_counts", "curate", "ray_session"]
+__all__ = ["STAGES", "CurateResult", "Pipeline", "curate", "ray_session"]

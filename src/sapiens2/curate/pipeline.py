@@ -307,9 +307,10 @@ class Pipeline:
             if m.is_file():
                 seconds[s] = json.loads(m.read_text()).get("seconds")
         execution = {k: v for k, v in self.cfg.to_dict().items() if k not in self.cfg.output_dict()}
-        (self.out / "run.json").write_text(
-            json.dumps({"execution": execution, "stage_seconds": seconds}, indent=2) + "\n"
-        )
+        analysed = tables["analyse"]
+        pids = set(analysed.column("worker_pid").to_pylist()) if analysed is not None else set()
+        run = {"execution": execution, "stage_seconds": seconds, "analyse_processes": len(pids)}
+        (self.out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
 
 def curate(

@@ -9,8 +9,8 @@ Outputs in ``<out>``:
 - ``manifest.jsonl``: one line per written sample (key, shard, source, sha256, size, cluster).
 - ``drops.jsonl``: one line per dropped image (source, stage, reason, and ``dup_of`` for duplicates).
 - ``report.json`` / ``report.md``: counts in and out of every stage, drop reasons, cluster sizes.
-- ``run.json`` (written by the pipeline): workers and other execution settings, seconds per stage;
-  the only output that changes with the number of workers.
+- ``run.json`` (written by the pipeline): workers and other execution settings, seconds per stage,
+  how many worker processes the analyse pass used; the only output that depends on ``workers``.
 - ``grids/cluster_%04d.png``: thumbnails of kept images of each cluster.
 """
 
@@ -34,7 +34,7 @@ PER_IMAGE_STAGES = ("read", "person", "quality", "embed")  # the last three from
 def _rows(table) -> list[dict[str, Any]]:
     if table is None:
         return []
-    keep = [c for c in table.column_names if c != "embedding"]
+    keep = [c for c in table.column_names if c not in ("embedding", "worker_pid")]
     return table.select(keep).to_pylist()
 
 

@@ -8,6 +8,7 @@ Models and scorers are built once per worker (callable classes = Ray actors).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -95,8 +96,8 @@ class AnalyseStage:
     """Stages 2-4 on each image decoded once: person filter, quality checks, embedding.
 
     Adds ``drop_stage`` ("person" / "quality" / "embed" for dropped rows), ``people``,
-    ``max_person_side``, one ``q_<name>`` column per quality check, and ``embedding`` (float32 bytes
-    of a unit vector; b"" for dropped rows).
+    ``max_person_side``, one ``q_<name>`` column per quality check, ``embedding`` (float32 bytes
+    of a unit vector; b"" for dropped rows) and ``worker_pid`` (run statistics only).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class AnalyseStage:
             "max_person_side": side,
             **{f"q_{k}": v for k, v in scores.items()},
             "embedding": emb,
+            "worker_pid": np.full(n, os.getpid(), np.int64),
         }
 
 

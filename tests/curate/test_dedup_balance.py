@@ -1,13 +1,9 @@
-import pickle
-
 import numpy as np
 import pytest
 
 from sapiens2.curate.balance import balance, seeded_rank
 from sapiens2.curate.config import BalanceConfig, DedupConfig
 from sapiens2.curate.dedup import deduplicate
-from sapiens2.curate.embed import BackboneEmbedder
-from sapiens2.data.synth.render import SynthConfig, render_sample
 
 pytest.importorskip("faiss")
 
@@ -87,18 +83,3 @@ def test_seeded_rank_is_a_permutation():
     r = seeded_rank(["a", "b", "c", "d"], 3)
     assert sorted(r.tolist()) == [0, 1, 2, 3]
     assert r.tolist() == seeded_rank(["a", "b", "c", "d"], 3).tolist()
-
-
-def test_backbone_embedder_cls_and_mean():
-    img = render_sample(np.random.default_rng(0), SynthConfig(160, 128, people_max=1)).image
-    cls = BackboneEmbedder("demo:seg", "cls", (160, 128))
-    mean = BackboneEmbedder("demo:seg", "mean", (160, 128))
-    a, b = cls(img), mean(img)
-    assert a.shape == b.shape == (64,) and a.dtype == np.float32
-    assert abs(np.linalg.norm(a) - 1) < 1e-5 and abs(np.linalg.norm(b) - 1) < 1e-5
-    assert not np.allclose(a, b)
-    assert np.array_equal(a, cls(img))
-    clone = pickle.loads(pickle.dumps(cls))
-    assert clone._backbone is None and np.array_equal(clone(img), a)
-    with pytest.raises(ValueError, match="pool must be"):
-        BackboneEmbedder("demo:seg", "max")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sapiens2.curate.config import QualityConfig
+from sapiens2.curate.embed import BackboneEmbedder
 from sapiens2.curate.person import SegmentationDetector, person_verdict
 from sapiens2.curate.phash import hamming, hash_bytes, phash64
 from sapiens2.curate.quality import QualityCheck, builtin_checks, score_image
@@ -109,3 +110,18 @@ def test_segmentation_detector_finds_the_synthetic_person(scene):
     assert np.all(scores == 1)
     clone = pickle.loads(pickle.dumps(det))  # shipped to workers without the model
     assert clone._predictor is None and det._predictor is not None
+
+
+def test_backbone_embedder_cls_and_mean():
+    img = render_sample(np.random.default_rng(0), SynthConfig(160, 128, people_max=1)).image
+    cls = BackboneEmbedder("demo:seg", "cls", (160, 128))
+    mean = BackboneEmbedder("demo:seg", "mean", (160, 128))
+    a, b = cls(img), mean(img)
+    assert a.shape == b.shape == (64,) and a.dtype == np.float32
+    assert abs(np.linalg.norm(a) - 1) < 1e-5 and abs(np.linalg.norm(b) - 1) < 1e-5
+    assert not np.allclose(a, b)
+    assert np.array_equal(a, cls(img))
+    clone = pickle.loads(pickle.dumps(cls))
+    assert clone._backbone is None and np.array_equal(clone(img), a)
+    with pytest.raises(ValueError, match="pool must be"):
+        BackboneEmbedder("demo:seg", "max")

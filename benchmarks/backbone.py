@@ -108,22 +108,28 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def timed_forward(fn, x: torch.Tensor, device: torch.device) -> tuple[float, int, torch.Tensor]:
-    """One forward: (seconds, peak memory bytes, output). CUDA: peak allocated (weights
-    included); CPU: peak growth of the resident set during the call (activations)."""
+def timed_forward(
+    fn, x: torch.Tensor, device: torch.device
+) -> tuple[float, float, int, torch.Tensor]:
+    """One forward: (wall seconds, process CPU seconds, peak memory bytes, output).
+
+    CUDA: memory is the peak allocated (weights included). CPU: the peak growth of the resident
+    set during the call (activations, workspaces). The CPU time (all threads) is steadier than
+    the wall time when other processes compete for the cores."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn(x)
         sync(device)
-        return time.perf_counter() - t, torch.cuda.max_memory_allocated(device), out
+        mem = torch.cuda.max_memory_allocated(device)
+        return time.perf_counter() - t, time.process_time() - c, mem, out
     use_rss = sys.platform.startswith("linux")
     with PeakRSS() if use_rss else contextlib.nullcontext() as mem:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn(x)
-        dt = time.perf_counter() - t
-    return dt, (mem.delta if use_rss else 0), out
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+    return dt, dc, (mem.delta if use_rss else 0), out
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, quick: bool) -> float:
@@ -281,6 +287,9 @@ class Row:
     peak_mem_mib: float
     speedup_of_ours: float | None = None  # median over rounds of t(this) / t(ours)
     speedup_ratio_of_medians: float | None = None
+    cpu_median_s: float | None = None  # process CPU time (all threads) per forward
+    cpu_times_s: list[float] = field(default_factory=list)
+    speedup_cpu_of_ours: float | None = None  # median over rounds of cpu(this) / cpu(ours)
     rel_err_vs_ours: float | None = None  # max|diff| / max|ours| on the output tokens
     rel_err_vs_fp32: float | None = None  # same, against ours in fp32 (low-precision rows)
     compile_s: float | None = None
@@ -326,23 +335,28 @@ def run_case(
     if args.compile and "ours" in fns:
         fns["ours"] = torch.compile(ours.forward_features, mode=args.compile_mode)
     times = {k: [] for k in fns}
+    cpu_times = {k: [] for k in fns}
     mems = {k: 0 for k in fns}
     outs = {}
     with torch.inference_mode():
         for impl, fn in fns.items():  # warm-up (and compilation) per implementation
             for i in range(args.warmup):
-                t, _, out = timed_forward(fn, x, device)
+                t, _, _, out = timed_forward(fn, x, device)
                 if impl == "ours" and args.compile and i == 0:
                     compile_s = t
                 log.info("%s %s %s b%d %s warm-up %.3fs", arch, res, dtype_name, batch, impl, t)
         for r in range(args.repeats):
             for impl, fn in fns.items():  # interleaved: A B C A B C ...
-                t, mem, out = timed_forward(fn, x, device)
+                t, c, mem, out = timed_forward(fn, x, device)
                 times[impl].append(t)
+                cpu_times[impl].append(c)
                 mems[impl] = max(mems[impl], mem)
                 if r == 0:
                     outs[impl] = out.float().cpu()
-                log.info("%s %s %s b%d %s run %d %.3fs", arch, res, dtype_name, batch, impl, r, t)
+                log.info(
+                    "%s %s %s b%d %s run %d %.3fs (cpu %.3fs)",
+                    *(arch, res, dtype_name, batch, impl, r, t, c),
+                )
     gflop = forward_flops(cfg, h, w, batch) / 1e9
     rows = []
     t_ours = statistics.median(times["ours"]) if "ours" in times else None
@@ -363,6 +377,8 @@ def run_case(
             pct_of_peak=100 * gflop / med / peak_for(dtype_name, device, peaks),
             peak_mem_mib=mems[impl] / 2**20,
             compile_s=compile_s if impl == "ours" else None,
+            cpu_median_s=statistics.median(cpu_times[impl]),
+            cpu_times_s=cpu_times[impl],
             notes=notes.get(impl, []),
         )
         if t_ours is not None:
@@ -371,6 +387,8 @@ def run_case(
             ratios = [t / o for t, o in zip(times[impl], times["ours"], strict=True)]
             row.speedup_of_ours = statistics.median(ratios)
             row.speedup_ratio_of_medians = med / t_ours
+            cpu_ratios = [t / o for t, o in zip(cpu_times[impl], cpu_times["ours"], strict=True)]
+            row.speedup_cpu_of_ours = statistics.median(cpu_ratios)
             if impl != "ours":
                 row.rel_err_vs_ours = max_rel(outs[impl], outs["ours"])
         if fp32_ref is not None and dtype_name != "fp32":
@@ -405,6 +423,8 @@ def print_table(rows: list[Row], header: dict) -> None:
         "median s",
         "img/s",
         "ours x",
+        "CPU s",
+        "ours x (CPU)",
         "GFLOP/s",
         "%peak",
         "mem MiB",
@@ -423,6 +443,8 @@ def print_table(rows: list[Row], header: dict) -> None:
             f"{r.median_s:.3f}",
             f"{r.images_per_s:.2f}",
             fmt(r.speedup_of_ours, ".2f"),
+            fmt(r.cpu_median_s, ".1f"),
+            fmt(r.speedup_cpu_of_ours, ".2f"),
             f"{r.gflop_per_s:.0f}",
             f"{r.pct_of_peak:.0f}",
             f"{r.peak_mem_mib:.0f}",

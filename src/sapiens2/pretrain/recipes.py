@@ -8,13 +8,11 @@ The paper's 1B hyper-parameters (A.1.1) are the defaults of every size (the pape
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
 
+from sapiens2.overrides import apply_overrides, dotted_keys
 from sapiens2.pretrain.distill import DistillConfig
 from sapiens2.pretrain.mae import MAEConfig
 from sapiens2.pretrain.masking import MaskConfig
@@ -92,90 +90,14 @@ class PretrainRecipe:
 
     def with_overrides(self, items: list[str] | dict[str, Any]) -> PretrainRecipe:
         """A copy with ``key=value`` overrides (``"optim.lr=3e-4"``, ``"views.global_size=256,192"``)."""
-        pairs = items.items() if isinstance(items, dict) else [_split_item(s) for s in items]
-        out: Any = self
-        for key, value in pairs:
-            out = _set(out, key.split("."), value, key)
-        return out
+        return apply_overrides(self, items)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def field_keys(self) -> list[str]:
         """Every settable dotted key."""
-        return _keys(self, "")
-
-
-def _split_item(item: str) -> tuple[str, str]:
-    if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
-    k, v = item.split("=", 1)
-    return k.strip(), v.strip()
-
-
-def _keys(obj: Any, prefix: str) -> list[str]:
-    out = []
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if is_dataclass(v):
-            out += _keys(v, f"{prefix}{f.name}.")
-        else:
-            out.append(prefix + f.name)
-    return out
-
-
-def _set(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
-    names = {f.name for f in fields(obj)}
-    head = path[0]
-    if head not in names:
-        raise KeyError(f"unknown recipe key {full_key!r}; known: {', '.join(_keys(obj, ''))}")
-    current = getattr(obj, head)
-    if len(path) > 1:
-        if not is_dataclass(current):
-            raise KeyError(f"unknown recipe key {full_key!r}: {head!r} has no sub-keys")
-        return replace(obj, **{head: _set(current, path[1:], value, full_key)})
-    if is_dataclass(current):
-        raise KeyError(f"recipe key {full_key!r} is a section; set one of its fields")
-    hint = get_type_hints(type(obj))[head]
-    return replace(obj, **{head: _coerce(full_key, value, hint)})
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if value.lower() in ("none", "null") and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
-    if hint is str:
-        return value
-    if hint is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"recipe key {key}: expected a boolean, got {value!r}")
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        raise ValueError(f"recipe key {key}: cannot parse {value!r}") from None
-    if hint is float and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return float(parsed)
-    if hint in (int, float):
-        if not isinstance(parsed, hint) or isinstance(parsed, bool):
-            raise ValueError(f"recipe key {key}: expected {hint.__name__}, got {value!r}")
-        return parsed
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(parsed, tuple | list):
-            raise ValueError(f"recipe key {key}: expected a tuple such as 1024,768, got {value!r}")
-        elem = [a for a in args if a is not Ellipsis]
-        if Ellipsis not in args and len(parsed) != len(elem):
-            raise ValueError(f"recipe key {key}: expected {len(elem)} values, got {value!r}")
-        conv = elem[0] if elem else float
-        return tuple(conv(x) for x in parsed)
-    raise ValueError(f"recipe key {key}: unsupported type {hint}")
+        return dotted_keys(self, "")
 
 
 # --------------------------------------------------------------------------------------------------

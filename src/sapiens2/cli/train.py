@@ -15,13 +15,9 @@ logger = logging.getLogger(__name__)
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
     """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a missing ``=`` is an error."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
+    from sapiens2.overrides import split_item
+
+    return dict(split_item(item) for item in items or [])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

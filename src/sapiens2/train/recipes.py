@@ -8,10 +8,11 @@ unknown keys.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-from dataclasses import dataclass, fields, replace
-from typing import Any, get_type_hints
+from dataclasses import dataclass
+from typing import Any
+
+from sapiens2.overrides import apply_overrides
 
 TASK_NAMES = ("pose", "seg", "normal", "pointmap", "albedo")
 SIZES = ("tiny", "0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b")
@@ -52,44 +53,13 @@ class Recipe:
     augment: bool = True  # the official training augmentations (off: the eval pipeline)
     official: bool = True  # hyper-parameters from the official config of this task/size
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
-        """A copy with fields set from ``key=value`` strings or values; unknown keys are errors."""
-        hints = get_type_hints(Recipe)
-        known = {f.name for f in fields(self)}
-        changes = {}
-        for key, value in overrides.items():
-            if key not in known:
-                raise KeyError(f"unknown recipe key {key!r}; known: {', '.join(sorted(known))}")
-            changes[key] = _coerce(key, value, hints[key])
-        return replace(self, **changes)
+    def with_overrides(self, overrides: dict[str, Any] | list[str]) -> Recipe:
+        """A copy with fields set from ``{"key": value}`` or ``["key=value"]`` (strings parsed
+        against the field type); unknown keys and wrong types are errors."""
+        return apply_overrides(self, overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    if hint is str:
-        return value
-    if hint is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{key}: expected a boolean, got {value!r}")
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        raise ValueError(f"{key}: cannot parse {value!r}") from None
-    if hint is float and isinstance(parsed, int):
-        parsed = float(parsed)
-    expected = {int: int, float: float}.get(hint)
-    if expected is not None and not isinstance(parsed, expected):
-        raise ValueError(f"{key}: expected {expected.__name__}, got {value!r}")
-    if expected is None and not isinstance(parsed, tuple | list):
-        raise ValueError(f"{key}: expected a tuple such as (1024, 768), got {value!r}")
-    return tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 # (strategy, precision, steps, lr, layer decay, clip, per-GPU batch) of the official configs.

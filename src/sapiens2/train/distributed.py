@@ -9,10 +9,12 @@ world size; ``full_model_state_dict`` gathers the weights for export.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -141,6 +143,16 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns on every single-process save/load that it assumes one process; that is the
+    intended use here, so the warning is silenced when no process group exists."""
+    with warnings.catch_warnings():
+        if not dist.is_initialized():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def save_checkpoint(
     directory: str | Path,
     model: nn.Module,
@@ -156,7 +168,8 @@ def save_checkpoint(
         state = {"model": msd, "optim": osd}
     else:
         state = {"model": get_model_state_dict(model)}
-    dcp.save(state, checkpoint_id=str(directory))
+    with _single_process_quiet():
+        dcp.save(state, checkpoint_id=str(directory))
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:
         (directory / "extra.json").write_text(json.dumps(extra, indent=1))
@@ -177,13 +190,15 @@ def load_checkpoint(
     if optimizer is not None:
         msd, osd = get_state_dict(model, optimizer)
         state = {"model": msd, "optim": osd}
-        dcp.load(state, checkpoint_id=str(directory))
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(directory))
         set_state_dict(
             model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
         )
     else:
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(directory))
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(directory))
         set_state_dict(model, None, model_state_dict=state["model"], optim_state_dict={})
     extra = json.loads((directory / "extra.json").read_text())
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -69,7 +69,9 @@ def test_missing_unexpected_and_misshaped_keys_are_named():
         sapiens2.load_model(broken)
     broken = dict(sd)
     broken["backbone.blocks.3.attn.proj.bias"] = torch.zeros(65)
-    with pytest.raises(CheckpointError, match=r"blocks\.3\.attn\.proj\.bias \(checkpoint \(65,\)"):
+    with pytest.raises(
+        CheckpointError, match=r"blocks\.3\.attn\.proj\.bias: checkpoint \(65,\) vs model \(64,\)"
+    ):
         sapiens2.load_model(broken)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sapiens2.checkpoints.errors import CheckpointError, list_names
+from sapiens2.checkpoints.errors import CheckpointError, state_dict_problems
 from sapiens2.checkpoints.hub import resolve_source
 from sapiens2.checkpoints.infer import detect_task, infer_arch, infer_head, split_task_state_dict
 from sapiens2.checkpoints.io import read_metadata, read_state_dict, write_state_dict
@@ -20,21 +20,7 @@ def load_state_dict_strict(
     model: nn.Module, sd: Mapping[str, torch.Tensor], *, assign: bool = False
 ) -> None:
     """``load_state_dict(strict=True)`` with an error that names every problem at once."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    mismatched = [
-        f"{k} (checkpoint {tuple(sd[k].shape)}, model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in sd and sd[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {list_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {list_names(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {list_names(mismatched, 4)}")
+    problems = state_dict_problems(model.state_dict(), sd, limit=4)
     if problems:
         raise CheckpointError("checkpoint does not fit the model; " + "; ".join(problems))
     model.load_state_dict(sd, strict=True, assign=assign)

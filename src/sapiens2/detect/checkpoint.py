@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from sapiens2.checkpoints.errors import state_dict_problems
 from sapiens2.detect.config import DetectorTestConfig, RTMDetConfig
 from sapiens2.detect.detector import RTMDetDetector
 from sapiens2.detect.model import RTMDet
@@ -123,24 +124,7 @@ def config_from_state_dict(
 def check_state_dict(model: RTMDet, sd: Mapping[str, torch.Tensor], where: str) -> None:
     """Raise :class:`DetectorCheckpointError` naming every missing, unexpected or mis-shaped key,
     non-tensor value, or shared head conv whose per-level copies differ."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    not_tensor = [k for k in sd if k in expected and not isinstance(sd[k], torch.Tensor)]
-    bad_shape = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in sd and isinstance(sd[k], torch.Tensor) and sd[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if not_tensor:
-        problems.append(f"non-tensor values: {_listing(not_tensor)}")
-    if bad_shape:
-        problems.append(f"shape mismatches: {_listing(bad_shape)}")
+    problems = state_dict_problems(model.state_dict(), sd, limit=_MAX_LISTED)
     if problems:
         raise DetectorCheckpointError(
             f"{where}: does not fit the inferred RTMDet; " + "; ".join(problems)

@@ -886,36 +886,37 @@ class RandomGaussianBlur:
         return f"RandomGaussianBlur(p={self.p}, kernel={self.kernel})"
 
 
-class RandomBoxBlur:
+class _RandomOddKernelBlur:
+    """A blur with an odd kernel size drawn from ``kernel_range``; subclasses give ``_blur``."""
+
+    def __init__(self, p: float = 0.1, kernel_range: tuple[int, int] = (3, 7)):
+        self.p, self.kernel_range = p, kernel_range
+
+    def _blur(self, image: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if not _apply_prob(self.p, rng):
+            return sample
+        k = int(rng.choice(np.arange(self.kernel_range[0], self.kernel_range[1] + 1, 2)))
+        return sample.replace(image=self._blur(sample.image, k))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class RandomBoxBlur(_RandomOddKernelBlur):
     """Box (mean) blur with an odd kernel size drawn from ``kernel_range``."""
 
-    def __init__(self, p: float = 0.1, kernel_range: tuple[int, int] = (3, 7)):
-        self.p, self.kernel_range = p, kernel_range
-
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if not _apply_prob(self.p, rng):
-            return sample
-        k = int(rng.choice(np.arange(self.kernel_range[0], self.kernel_range[1] + 1, 2)))
-        return sample.replace(image=cv2.blur(sample.image, (k, k)))
-
-    def __repr__(self) -> str:
-        return f"RandomBoxBlur(p={self.p})"
+    def _blur(self, image: np.ndarray, k: int) -> np.ndarray:
+        return cv2.blur(image, (k, k))
 
 
-class RandomMedianBlur:
+class RandomMedianBlur(_RandomOddKernelBlur):
     """Median blur with an odd kernel size drawn from ``kernel_range``."""
 
-    def __init__(self, p: float = 0.1, kernel_range: tuple[int, int] = (3, 7)):
-        self.p, self.kernel_range = p, kernel_range
-
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if not _apply_prob(self.p, rng):
-            return sample
-        k = int(rng.choice(np.arange(self.kernel_range[0], self.kernel_range[1] + 1, 2)))
-        return sample.replace(image=cv2.medianBlur(np.ascontiguousarray(sample.image), k))
-
-    def __repr__(self) -> str:
-        return f"RandomMedianBlur(p={self.p})"
+    def _blur(self, image: np.ndarray, k: int) -> np.ndarray:
+        return cv2.medianBlur(np.ascontiguousarray(image), k)
 
 
 class RandomGaussianNoise:

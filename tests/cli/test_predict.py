@@ -251,3 +251,57 @@ def test_missing_input_and_nothing_readable(models, media, tmp_path, capsys):
     assert main([*base, str(media["folder"] / "broken.jpg")]) == 1
     assert main([*base, "--boxes", str(tmp_path / "b.json"), str(media["single"])]) == 2
     assert "--boxes is only used with --task pose" in capsys.readouterr().err
+
+
+def test_predict_items_overlaps_writing_and_matches_the_serial_writer(models, media, tmp_path):
+    """The background writer writes the same files as writing each result in turn, and reports
+    where the time went."""
+    from sapiens2.cli.predict import predict_items
+    from sapiens2.inference import Predictor
+    from sapiens2.inference.media import expand_media
+    from sapiens2.viz.save import PredictionWriter
+
+    items = expand_media([str(media["folder"]), str(media["video"])])
+    predictor = Predictor("seg", sapiens2.load_model(models["seg"]), input_size=(128, 96))
+    stats = predict_items(predictor, items, PredictionWriter("seg", tmp_path / "bg"),
+                          batch_size=2, progress=False)  # fmt: skip
+    assert stats.frames == 4 and len(stats.skipped) == 1  # 2 images + 2 video frames; broken.jpg
+    assert stats.seconds >= stats.predict_seconds > 0 and stats.write_seconds > 0
+
+    serial = PredictionWriter("seg", tmp_path / "serial")
+    from sapiens2.inference.media import FrameReader
+
+    with FrameReader(items) as reader:
+        for frame in reader:
+            if frame.error is None:
+                serial.write(frame, predictor.predict(frame.rgb))
+    serial.close()
+    got = sorted(p.relative_to(tmp_path / "bg") for p in (tmp_path / "bg").rglob("*_seg.png"))
+    want = sorted(
+        p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*_seg.png")
+    )
+    assert got == want and len(got) == 4
+    for rel in got:
+        a = cv2.imread(str(tmp_path / "bg" / rel), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "serial" / rel), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_background_writer_reraises_writer_errors(tmp_path):
+    from sapiens2.viz.save import BackgroundWriter
+
+    class Failing:
+        closed = False
+
+        def write(self, frame, result):
+            raise OSError("disk full")
+
+        def close(self):
+            self.closed = True
+
+    inner = Failing()
+    background = BackgroundWriter(inner)
+    background.submit(None, None)
+    with pytest.raises(RuntimeError, match="writing predictions failed: disk full"):
+        background.close()
+    assert inner.closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=4, help="images per forward (pose: person crops)"
     )
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="network input size (default: the model's, else 1024 768)")  # fmt: skip
+                        help="network input size (default: the model's native size; 1024 768 for the released models)")  # fmt: skip
     parser.add_argument("--no-flip-test", dest="flip_test", action="store_false",
                         help="pose: skip the flipped second pass")  # fmt: skip
     parser.add_argument("--boxes", type=Path, metavar="JSON",
@@ -142,15 +143,110 @@ def _load_detector(args, device):
     return load_detector(HUB_REPO if choice == "rtmdet" else choice, device=device)
 
 
+@dataclass
+class PredictStats:
+    """What :func:`predict_items` did and where its wall time went (seconds).
+
+    ``predict_seconds`` is spent in ``Predictor.predict`` (pre-processing, forward, decoding),
+    ``read_wait_seconds`` waiting for the background decoder, ``write_wait_seconds`` waiting for the
+    background writer (a full queue, and the final drain); the writer's own work is
+    ``write_seconds`` and overlaps with the rest.
+    """
+
+    frames: int = 0
+    people: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    predict_seconds: float = 0.0
+    read_wait_seconds: float = 0.0
+    write_wait_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+
+def predict_items(
+    predictor,
+    items,
+    writer,
+    *,
+    batch_size: int = 4,
+    boxes_table: dict | None = None,
+    mask_dir: Path | None = None,
+    progress: bool = True,
+) -> PredictStats:
+    """Predict on media items (from ``expand_media``) and write the outputs with ``writer`` (a
+    ``PredictionWriter``): frames are decoded on a background thread and written on another, so
+    both overlap with the forward passes. Closes the writer. Unreadable files are logged, counted
+    in ``skipped`` and passed over."""
+    from sapiens2.inference.boxes import lookup_boxes
+    from sapiens2.inference.media import FrameReader, count_frames, find_mask, read_mask
+    from sapiens2.viz.save import BackgroundWriter
+
+    stats = PredictStats()
+    start = time.perf_counter()
+    batch = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        rgbs = [f.rgb for f in batch]
+        kwargs = {}
+        if boxes_table is not None:
+            kwargs["boxes"] = [lookup_boxes(boxes_table, f.item.path.name if f.item.kind == "image" else f.name)
+                               for f in batch]  # fmt: skip
+        if mask_dir:
+            masks = []
+            for f in batch:
+                path = find_mask(mask_dir, f)
+                if path is None:
+                    logger.warning("no mask for %s in %s; not masking it", f.name, mask_dir)
+                masks.append(read_mask(path) if path is not None else None)
+            kwargs["masks"] = masks
+        t0 = time.perf_counter()
+        results = predictor.predict(rgbs, **kwargs)
+        t1 = time.perf_counter()
+        stats.predict_seconds += t1 - t0
+        for frame, result in zip(batch, results, strict=True):
+            background.submit(frame, result)
+            stats.people += getattr(result, "num_people", 0)
+        stats.write_wait_seconds += time.perf_counter() - t1
+        stats.frames += len(batch)
+        bar.update(len(batch))
+        batch.clear()
+
+    with (
+        FrameReader(items) as reader,
+        BackgroundWriter(writer) as background,
+        tqdm(
+            total=count_frames(items), unit="img", desc=predictor.task, disable=not progress
+        ) as bar,
+    ):
+        frames = iter(reader)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            stats.read_wait_seconds += time.perf_counter() - t0
+            if frame is None:
+                break
+            if frame.error is not None:
+                logger.warning("skipping %s: %s", frame.item.path, frame.error)
+                stats.skipped.append((frame.item.path, frame.error))
+                bar.update(1)
+                continue
+            batch.append(frame)
+            if len(batch) >= batch_size or (frame.item.kind == "video" and frame.last):
+                flush()
+        flush()
+        t0 = time.perf_counter()
+        background.close()
+        stats.write_wait_seconds += time.perf_counter() - t0
+        stats.write_seconds = background.seconds
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
 def run(args: argparse.Namespace) -> int:
-    from sapiens2.inference.boxes import load_boxes_json, lookup_boxes
-    from sapiens2.inference.media import (
-        FrameReader,
-        count_frames,
-        expand_media,
-        find_mask,
-        read_mask,
-    )
+    from sapiens2.inference.boxes import load_boxes_json
+    from sapiens2.inference.media import expand_media
     from sapiens2.viz.save import PredictionWriter
 
     if args.batch_size < 1:
@@ -178,64 +274,32 @@ def run(args: argparse.Namespace) -> int:
         *predictor.input_size,
         len(items),
     )
-
-    start = time.perf_counter()
-    done, people, skipped = 0, 0, []
-    batch = []
-
-    def flush() -> None:
-        nonlocal done, people
-        if not batch:
-            return
-        rgbs = [f.rgb for f in batch]
-        kwargs = {}
-        if boxes_table is not None:
-            kwargs["boxes"] = [lookup_boxes(boxes_table, f.item.path.name if f.item.kind == "image" else f.name)
-                               for f in batch]  # fmt: skip
-        if args.mask_dir:
-            masks = []
-            for f in batch:
-                path = find_mask(args.mask_dir, f)
-                if path is None:
-                    logger.warning("no mask for %s in %s; not masking it", f.name, args.mask_dir)
-                masks.append(read_mask(path) if path is not None else None)
-            kwargs["masks"] = masks
-        results = predictor.predict(rgbs, **kwargs)
-        for frame, result in zip(batch, results, strict=True):
-            writer.write(frame, result)
-            people += getattr(result, "num_people", 0)
-        done += len(batch)
-        bar.update(len(batch))
-        batch.clear()
-
-    with (
-        FrameReader(items) as reader,
-        tqdm(total=count_frames(items), unit="img", desc=args.task) as bar,
-    ):
-        try:
-            for frame in reader:
-                if frame.error is not None:
-                    logger.warning("skipping %s: %s", frame.item.path, frame.error)
-                    skipped.append((frame.item.path, frame.error))
-                    bar.update(1)
-                    continue
-                batch.append(frame)
-                if len(batch) >= args.batch_size or (frame.item.kind == "video" and frame.last):
-                    flush()
-            flush()
-        finally:
-            writer.close()
-
-    seconds = time.perf_counter() - start
+    stats = predict_items(
+        predictor,
+        items,
+        writer,
+        batch_size=args.batch_size,
+        boxes_table=boxes_table,
+        mask_dir=args.mask_dir,
+    )
+    logger.info(
+        "time: %.1f s in predict (pre-processing, forward, decoding), %.1f s waiting for decoded "
+        "frames, %.1f s waiting for the writer (%.1f s of writing in the background)",
+        stats.predict_seconds,
+        stats.read_wait_seconds,
+        stats.write_wait_seconds,
+        stats.write_seconds,
+    )
+    done, skipped = stats.frames, stats.skipped
     bad = {path for path, _ in skipped}
     images = sum(item.kind == "image" and item.path not in bad for item in items)
     videos = sum(item.kind == "video" and item.path not in bad for item in items)
     summary = (
         f"{args.task}: {done} frame(s) ({images} image(s), {done - images} video frame(s) "
-        f"from {videos} video(s)) in {seconds:.1f} s"
+        f"from {videos} video(s)) in {stats.seconds:.1f} s"
     )
     if args.task == "pose":
-        summary += f", {people} person instance(s)"
+        summary += f", {stats.people} person instance(s)"
     summary += f"; outputs in {args.out}"
     if skipped:
         summary += f"; skipped {len(skipped)} unreadable file(s): " + ", ".join(

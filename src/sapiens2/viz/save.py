@@ -206,3 +206,77 @@ class PredictionWriter:
         path = self.out / "coco_results.json"
         path.write_text(json.dumps(self._coco))
         self.written.append(path)
+
+
+class BackgroundWriter:
+    """Runs a :class:`PredictionWriter` on one background thread, in submission order, so that
+    drawing, encoding and file writing overlap with the next forward pass.
+
+    Args:
+        writer: the writer to drive; only this object's thread touches it until :meth:`close`.
+        max_pending: frames that may wait to be written (bounds the memory held by results).
+
+    :meth:`submit` blocks while ``max_pending`` frames wait; an error raised by the writer is
+    re-raised by the next :meth:`submit` or by :meth:`close`. :meth:`close` drains the queue, then
+    closes the writer (pose JSON files, videos). ``seconds`` is the time spent writing.
+    """
+
+    _END = object()
+
+    def __init__(self, writer: PredictionWriter, max_pending: int = 16) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self.seconds = 0.0
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="sapiens2-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _work(self) -> None:
+        import time
+
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if self._error is not None:
+                continue  # drain after a failure; the error is raised in the caller's thread
+            t0 = time.perf_counter()
+            try:
+                self.writer.write(*item)
+            except BaseException as err:  # re-raised by submit() / close()
+                self._error = err
+            self.seconds += time.perf_counter() - t0
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"writing predictions failed: {err}") from err
+
+    def submit(self, frame: Frame, result: Result) -> None:
+        """Queue one frame's outputs for writing."""
+        if self._closed:
+            raise RuntimeError("the writer is closed")
+        self._raise()
+        self._queue.put((frame, result))
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread and close the writer (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(self._END)
+        self._thread.join()
+        try:
+            self._raise()
+        finally:
+            self.writer.close()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

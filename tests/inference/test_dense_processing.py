@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from fakes import ConstantDenseModel
 
 from sapiens2.inference import Predictor
@@ -64,6 +65,15 @@ def test_seg_labels_resize_then_argmax():
     labels = seg_labels(logits, (8, 6))
     assert labels.shape == (8, 6) and labels.dtype == np.uint8
     assert set(np.unique(labels[:, :2])) == {1} and set(np.unique(labels[:, -2:])) == {2}
+
+
+def test_seg_labels_equal_torch_argmax_with_ties():
+    """The fast channel maximum returns argmax's index, the first one on ties."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (29, 24, 18), generator=g).float()  # many exact ties
+    want = F.interpolate(logits[None], size=(50, 37), mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(seg_labels(logits, (50, 37)), want[0].argmax(0).numpy())
+    np.testing.assert_array_equal(seg_labels(logits, (24, 18)), logits.argmax(0).numpy())
 
 
 def test_normal_map_unit_and_padding_removed():

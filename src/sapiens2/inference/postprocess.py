@@ -27,7 +27,8 @@ def seg_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     Returns:
         ``(H, W)`` uint8 class ids.
     """
-    labels = _resize(logits.float(), size).argmax(dim=0)
+    # ``max(dim).indices`` is argmax (first maximum on ties) with a much faster CPU kernel
+    labels = _resize(logits.float(), size).max(dim=0).indices
     return labels.to(torch.uint8).cpu().numpy()
 
 

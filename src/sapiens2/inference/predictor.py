@@ -63,7 +63,8 @@ class Predictor:
             checkpoint source for ``sapiens2.load_model`` (path or hub id).
         device: where to run (default: where the model is; ``"auto"`` picks cuda/mps/cpu).
         dtype: parameter/compute dtype (``"fp32" | "bf16" | "fp16"``); default: the model's.
-        input_size: network input ``(H, W)``; default the model's required size, else 1024×768.
+        input_size: network input ``(H, W)``; default the model's required size, else its
+            backbone's native size (1024×768 for the official archs, 256×192 for the tiny one).
         flip_test: pose only: average with the flipped input (on in the official config).
         mask_model: a segmentation model / source / Predictor: dense tasks mask the background with
             its person mask, pose takes person boxes from its connected components. A model (not a
@@ -112,7 +113,10 @@ class Predictor:
                 f"this {task} model requires {required[0]}x{required[1]} inputs; "
                 f"input_size {input_size[0]}x{input_size[1]} cannot be used"
             )
-        self.input_size: tuple[int, int] = tuple(required or input_size or DEFAULT_INPUT_SIZE)  # type: ignore[assignment]
+        native = getattr(getattr(model, "arch", None), "img_size", None)  # 1024x768; tiny 256x192
+        self.input_size: tuple[int, int] = tuple(
+            required or input_size or native or DEFAULT_INPUT_SIZE
+        )  # type: ignore[assignment]
         stride = getattr(getattr(model, "arch", None), "stride", 16)
         if self.input_size[0] % stride or self.input_size[1] % stride:
             raise ValueError(

@@ -105,3 +105,17 @@ def test_batch_items_are_independent():
     model = sapiens2.create_model("sapiens2_tiny")
     x = torch.randn(3, 3, 64, 48)
     torch.testing.assert_close(model(x)[1:2], model(x[1:2]), rtol=1e-4, atol=1e-5)
+
+
+def test_fresh_pose_head_starts_near_zero_heatmaps():
+    """A new pose model predicts near-zero heatmaps (heatmap layer std 0.001, zero bias) instead
+    of PyTorch's default-init ~0.4-sized noise, which a small model first spends hundreds of
+    steps unlearning; the other layers keep their default init."""
+    torch.manual_seed(0)
+    model = sapiens2.create_model("sapiens2_tiny", task="pose")
+    heat = model(torch.randn(2, 3, 256, 192))
+    assert heat.shape == (2, 308, 64, 48) and 0 < heat.abs().max() < 0.05
+    w = model.decode_head.conv_pose.weight
+    assert 0.0005 < w.std() < 0.002 and model.decode_head.conv_pose.bias.abs().max() == 0
+    seg = sapiens2.create_model("sapiens2_tiny", task="seg")
+    assert seg(torch.randn(1, 3, 256, 192)).abs().max() > 0.1  # untouched default init

@@ -13,14 +13,15 @@ from sapiens2.models.task import HeadConfig, TaskModel, build_head, default_head
 
 @torch.no_grad()
 def init_weights(model: nn.Module) -> None:
-    """Random initialisation of every module (after ``to_empty``)."""
+    """Random initialisation of every module (after ``to_empty``): PyTorch's defaults, then the
+    modules' own ``init_weights`` (the backbone's, the pose head's)."""
     for m in model.modules():
         if isinstance(m, Sapiens2):
             continue
         if m is not model and hasattr(m, "reset_parameters"):
             m.reset_parameters()
     for m in model.modules():
-        if isinstance(m, Sapiens2):
+        if hasattr(m, "init_weights"):
             m.init_weights()
 
 

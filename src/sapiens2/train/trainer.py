@@ -138,7 +138,7 @@ class Trainer:
         )
         for g in groups:
             g.pop("names")
-        self.optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=r.betas)
+        self.optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=r.betas, eps=r.adam_eps)
         self.schedule = Schedule(r.max_steps, r.warmup_steps, r.warmup_start_factor)
         self.loss_fn = create_loss(r.task)
         dist_utils.seed_everything(r.seed, info.rank)

@@ -38,5 +38,13 @@ class PoseHeatmapHead(nn.Module):
         c = cfg.conv_channels[-1] if cfg.conv_channels else c
         self.conv_pose = nn.Conv2d(c, cfg.num_keypoints, 1, **dd)
 
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The heatmap layer starts near zero (normal, std 0.001; zero bias), as heatmap heads
+        usually do: with PyTorch's default init the first few hundred steps of a small model only
+        shrink its random ~0.4-sized heatmaps to the all-zero plateau."""
+        nn.init.normal_(self.conv_pose.weight, std=0.001)
+        nn.init.zeros_(self.conv_pose.bias)
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.conv_pose(self.conv_layers(self.deconv_layers(feats)))

@@ -564,9 +564,16 @@ def main(argv: list[str] | None = None) -> int:
         peaks[d] = max(v, matmul_peak(DTYPES[d], device, args.quick))
     for r in rows:
         r.pct_of_peak = 100 * r.gflop_per_s / peak_for(r.dtype, device, peaks)
+    if sys.platform.startswith("linux"):
+        import resource
+
+        # the whole process (weights, activations, every implementation run): what a machine needs
+        header["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         write_json(args.json, header, rows)
     print_table(rows, header)
+    if "process_peak_rss_mib" in header:
+        print(f"# process peak resident memory: {header['process_peak_rss_mib']:.0f} MiB")
     return 0
 
 

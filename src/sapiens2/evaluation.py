@@ -172,17 +172,18 @@ class PoseAdapter(TaskAdapter):
     task, dataset_cls, primary_metric = "pose", D.PoseDataset, "AP"
 
     def dataset(self, data, split: str, train: bool, input_size, seed: int, augment: bool = True):
-        """UDP targets with sigma 6 at the official 1024-pixel-high input (256-high heatmaps),
-        scaled with the heatmap size otherwise (sigma 1.5 for 256x192 inputs)."""
+        """UDP targets with the adapter's sigma, by default 6 at the official 1024-pixel-high input
+        (256-high heatmaps) scaled with the heatmap size (1.5 for 256x192 inputs)."""
         hw = tuple(input_size)
         transforms = None if (augment or not train) else D.default_transforms(self.task, False, hw)
         return D.PoseDataset(
             data, split, train=train, input_hw=hw, seed=seed, transforms=transforms,
-            sigma=6.0 * hw[0] / 1024,
+            sigma=self.sigma or 6.0 * hw[0] / 1024,
         )  # fmt: skip
 
-    def __init__(self, flip_test: bool = True) -> None:
+    def __init__(self, flip_test: bool = True, sigma: float = 0.0) -> None:
         self.flip_test = flip_test
+        self.sigma = sigma  # heatmap Gaussian sigma in heatmap pixels; 0 = the official, scaled
 
     def metric(self, data, split):
         gt = json.loads((Path(data) / split / "pose.json").read_text())
@@ -242,7 +243,7 @@ def _fit(panel: np.ndarray, like: np.ndarray) -> np.ndarray:
     return cv2.resize(panel, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def adapter_for(task: str, *, flip_test: bool = True) -> TaskAdapter:
+def adapter_for(task: str, *, flip_test: bool = True, pose_sigma: float = 0.0) -> TaskAdapter:
     adapters = {
         "seg": SegAdapter,
         "normal": NormalAdapter,
@@ -250,7 +251,7 @@ def adapter_for(task: str, *, flip_test: bool = True) -> TaskAdapter:
         "albedo": AlbedoAdapter,
     }
     if task == "pose":
-        return PoseAdapter(flip_test)
+        return PoseAdapter(flip_test, pose_sigma)
     if task not in adapters:
         raise ValueError(f"unknown task {task!r}")
     return adapters[task]()

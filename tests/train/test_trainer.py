@@ -148,6 +148,23 @@ def test_recipes_and_overrides():
         parse_sets(["max_steps"])
 
 
+def test_pose_sigma_reaches_the_training_targets(synth_data):
+    """``pose_sigma`` (tiny: 3) sets the Gaussian of the training heatmaps; 0 is the official 6
+    at 256-high heatmaps scaled to the heatmap size."""
+    from sapiens2.evaluation import adapter_for
+
+    assert get_recipe("pose-tiny").pose_sigma == 3.0 and get_recipe("pose-1b").pose_sigma == 0.0
+    widths = {}
+    for sigma in (0.0, 3.0):
+        ds = adapter_for("pose", pose_sigma=sigma).dataset(
+            synth_data, "train", True, (128, 96), 0, False
+        )
+        assert ds.sigma == (sigma or 6.0 * 128 / 1024)
+        hm = ds[0]["heatmaps"]
+        widths[sigma] = float((hm > 0.5).sum(dim=(1, 2)).float().max())  # pixels above half max
+    assert widths[3.0] > 4 * widths[0.0]
+
+
 def test_init_from_pretrain_checkpoint(tmp_path):
     from sapiens2.train.trainer import init_from
 

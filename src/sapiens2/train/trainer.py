@@ -100,7 +100,9 @@ class Trainer:
         self.recipe, self.data, self.out = recipe, data, Path(out)
         self.init, self.resume = init, resume
         self.info = dist_utils.init_distributed(device)
-        self.adapter: TaskAdapter = adapter_for(recipe.task, flip_test=recipe.pose_flip_test)
+        self.adapter: TaskAdapter = adapter_for(
+            recipe.task, flip_test=recipe.pose_flip_test, pose_sigma=recipe.pose_sigma
+        )
 
     # ---------------------------------------------------------------- setup
     def _build(self) -> None:

@@ -187,7 +187,7 @@ class PoseAdapter(TaskAdapter):
 
     def metric(self, data, split):
         gt = json.loads((Path(data) / split / "pose.json").read_text())
-        return Keypoints308Metric(gt)
+        return Keypoints308Metric(gt, pck=True)
 
     def predict(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
         """Heatmaps, averaged with the flipped input's when flip testing (spec §2.7 step 4)."""

@@ -17,6 +17,7 @@ from sapiens2.metrics import (
     to_results_json,
 )
 from sapiens2.metrics.coco_keypoints import METRIC_NAMES
+from sapiens2.metrics.keypoints308 import pck_by_annotation
 
 from ._coco_data import pycocotools_stats, random_coco
 
@@ -156,3 +157,23 @@ def test_bad_prediction_reported():
     preds[1] = {**preds[1], "keypoints": np.zeros((17, 2))}
     with pytest.raises(ValueError, match=r"prediction #1: 'keypoints' has shape \(17, 2\)"):
         evaluate_keypoints308(gt, preds)
+
+
+def test_pck_by_annotation():
+    """Exact keypoints: PCK 1; every keypoint 0.2 x the box side away: 0; half of them: 0.5."""
+    gt, _ = _gt308(14)
+    exact, far, half = [], [], []
+    for ann in gt["annotations"]:
+        kp = np.asarray(ann["goliath_wholebody_kpts"], dtype=np.float64).reshape(308, 3)[:, :2]
+        side = max(ann["bbox"][2], ann["bbox"][3])
+        shifted = kp + np.array([0.2 * side, 0.0])
+        mixed = np.where((np.arange(308) % 2 == 0)[:, None], kp, shifted)
+        for out, k in ((exact, kp), (far, shifted), (half, mixed)):
+            out.append({"image_id": ann["image_id"], "id": ann["id"], "keypoints": k,
+                        "keypoint_scores": np.ones(308)})  # fmt: skip
+    assert pck_by_annotation(gt, exact) == {"PCK@0.1": 1.0, "PCK@0.1 body": 1.0}
+    assert pck_by_annotation(gt, far) == {"PCK@0.1": 0.0, "PCK@0.1 body": 0.0}
+    assert 0.4 < pck_by_annotation(gt, half)["PCK@0.1"] < 0.6
+    metric = Keypoints308Metric(gt, pck=True)
+    metric.update(exact)
+    assert metric.compute()["PCK@0.1"] == 1.0 and "PCK@0.1" not in evaluate_keypoints308(gt, exact)

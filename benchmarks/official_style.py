@@ -50,7 +50,8 @@ class _Rope(nn.Module):
         return torch.sin(angles), torch.cos(angles)
 
 
-def _rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+def official_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """The official RoPE recipe as separate ops: cast, split the prefix, rotate, concatenate, cast."""
     dtype = x.dtype
     x = x.to(sin.dtype)
     prefix = x.shape[-2] - sin.shape[-2]
@@ -82,7 +83,7 @@ class _Attention(nn.Module):
             rep = self.heads // self.kv_heads
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        q, k = _rope(q, sin, cos), _rope(k, sin, cos)
+        q, k = official_rope(q, sin, cos), official_rope(k, sin, cos)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.gamma(self.proj(out.transpose(1, 2).reshape(b, n, d)))
 

@@ -3,6 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from benchmarks.official_style import (
+    official_rope,  # the reference recipe, shared with the benchmark
+)
 
 import sapiens2
 from sapiens2.nn import (
@@ -15,17 +18,6 @@ from sapiens2.nn import (
 )
 
 
-def _reference_rope(x, sin, cos):
-    """The official recipe as separate ops: cast, split the prefix, rotate, concatenate, cast."""
-    dtype = x.dtype
-    x = x.to(sin.dtype)
-    prefix = x.shape[-2] - sin.shape[-2]
-    head, body = x[..., :prefix, :], x[..., prefix:, :]
-    x1, x2 = body.chunk(2, dim=-1)
-    body = body * cos + torch.cat([-x2, x1], dim=-1) * sin
-    return torch.cat([head, body], dim=-2).to(dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("prefix", [0, 9])
 def test_apply_rope_equals_reference_bitwise(dtype, prefix):
@@ -34,8 +26,8 @@ def test_apply_rope_equals_reference_bitwise(dtype, prefix):
     k = torch.randn(2, 2, 12 + prefix, 16).to(dtype)
     q2, k2 = apply_rope(q, k, sin, cos)
     assert q2.dtype == dtype and k2.dtype == dtype
-    assert torch.equal(q2, _reference_rope(q, sin, cos))
-    assert torch.equal(k2, _reference_rope(k, sin, cos))
+    assert torch.equal(q2, official_rope(q, sin, cos))
+    assert torch.equal(k2, official_rope(k, sin, cos))
 
 
 def test_apply_rope_per_sample_tables_and_gradients():
@@ -44,7 +36,7 @@ def test_apply_rope_per_sample_tables_and_gradients():
     s, c = sin[idx].unsqueeze(1), cos[idx].unsqueeze(1)  # (B, 1, K, hd), as masked modelling
     q = torch.randn(2, 4, 3 + 9, 16, requires_grad=True)
     out, _ = apply_rope(q, q, s, c)
-    assert torch.equal(out, _reference_rope(q, s, c))
+    assert torch.equal(out, official_rope(q, s, c))
     out.sum().backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
 

@@ -337,7 +337,8 @@ def pck_by_annotation(
         default threshold; fractions), NaN when nothing could be matched.
     """
     anns = {a["id"]: a for a in gt["annotations"]}
-    body = np.asarray(list(_meta().groups["body"]))
+    in_body = np.zeros(_meta().sigmas.size, bool)
+    in_body[list(_meta().groups["body"])] = True
     hits = np.zeros(2)
     total = np.zeros(2)
     for pred in predictions:
@@ -349,8 +350,6 @@ def pck_by_annotation(
         labelled = ref[:, 2] > 0
         size = max(float(ann["bbox"][2]), float(ann["bbox"][3]), 1.0)
         close = np.linalg.norm(kp - ref[:, :2], axis=1) < threshold * size
-        in_body = np.zeros(len(ref), bool)
-        in_body[body] = True
         for j, sel in enumerate((labelled, labelled & in_body)):
             hits[j] += (close & sel).sum()
             total[j] += sel.sum()

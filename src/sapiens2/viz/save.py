@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -224,9 +227,6 @@ class BackgroundWriter:
     _END = object()
 
     def __init__(self, writer: PredictionWriter, max_pending: int = 16) -> None:
-        import queue
-        import threading
-
         self.writer = writer
         self.seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
@@ -236,8 +236,6 @@ class BackgroundWriter:
         self._closed = False
 
     def _work(self) -> None:
-        import time
-
         while True:
             item = self._queue.get()
             if item is self._END:

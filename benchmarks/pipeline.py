@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import sapiens2
-from sapiens2.cli.predict import predict_items
+from sapiens2.cli.predict import default_io_workers, predict_items
 from sapiens2.inference import Predictor
 from sapiens2.inference.media import expand_media
 from sapiens2.inference.preprocess import letterbox, stretch_resize, to_tensor
@@ -94,7 +94,8 @@ def overhead(args, device: torch.device, dtype: torch.dtype, root: Path) -> dict
         writer = PredictionWriter(args.task, out)
         sync(device)
         t = time.perf_counter()
-        stats = predict_items(predictor, items, writer, batch_size=args.batch_size, progress=False)
+        stats = predict_items(predictor, items, writer, batch_size=args.batch_size, progress=False,
+                              io_workers=args.io_workers, in_flight=args.in_flight)  # fmt: skip
         sync(device)
         return time.perf_counter() - t, stats
 
@@ -175,6 +176,14 @@ def main() -> None:
     p.add_argument("--people", type=int, nargs="*", default=[1, 4, 16])
     p.add_argument("--pose-arch", default=None, help="default: --arch")
     p.add_argument("--pose-res", type=size, default=None, help="default: --res")
+    p.add_argument(
+        "--io-workers",
+        type=int,
+        default=default_io_workers(),
+        help="decode / write threads of the pipeline (default: as sapiens2 predict)",
+    )
+    p.add_argument("--in-flight", type=int, default=None,
+                   help="batches predicted at once (default: as sapiens2 predict)")  # fmt: skip
     p.add_argument("--json", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()

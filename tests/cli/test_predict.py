@@ -253,38 +253,47 @@ def test_missing_input_and_nothing_readable(models, media, tmp_path, capsys):
     assert "--boxes is only used with --task pose" in capsys.readouterr().err
 
 
-def test_predict_items_overlaps_writing_and_matches_the_serial_writer(models, media, tmp_path):
-    """The background writer writes the same files as writing each result in turn, and reports
-    where the time went."""
+@pytest.mark.parametrize(
+    ("task", "io_workers", "in_flight"), [("seg", 1, 1), ("seg", 3, 2), ("pose", 3, 2)]
+)
+def test_predict_items_overlaps_writing_and_matches_the_serial_writer(
+    models, media, tmp_path, task, io_workers, in_flight
+):
+    """The background writer (one or several rendering threads, frames decoded on one or several
+    threads, one or two batches predicted at once) writes the same files as writing each result
+    in turn, in order, and reports where the time went."""
     from sapiens2.cli.predict import predict_items
     from sapiens2.inference import Predictor
-    from sapiens2.inference.media import expand_media
+    from sapiens2.inference.media import FrameReader, expand_media
     from sapiens2.viz.save import PredictionWriter
 
-    items = expand_media([str(media["folder"]), str(media["video"])])
-    predictor = Predictor("seg", sapiens2.load_model(models["seg"]), input_size=(128, 96))
-    stats = predict_items(predictor, items, PredictionWriter("seg", tmp_path / "bg"),
-                          batch_size=2, progress=False)  # fmt: skip
-    assert stats.frames == 4 and len(stats.skipped) == 1  # 2 images + 2 video frames; broken.jpg
+    items = expand_media([str(media["folder"]), str(media["video"]), str(media["single"])])
+    predictor = Predictor(task, sapiens2.load_model(models[task]), input_size=(128, 96))
+    stats = predict_items(predictor, items, PredictionWriter(task, tmp_path / "bg"),
+                          batch_size=2, progress=False, io_workers=io_workers,
+                          in_flight=in_flight)  # fmt: skip
+    assert stats.frames == 5 and len(stats.skipped) == 1  # 3 images + 2 video frames; broken.jpg
     assert stats.seconds >= stats.predict_seconds > 0 and stats.write_seconds > 0
 
-    serial = PredictionWriter("seg", tmp_path / "serial")
-    from sapiens2.inference.media import FrameReader
-
+    serial = PredictionWriter(task, tmp_path / "serial")
     with FrameReader(items) as reader:
         for frame in reader:
             if frame.error is None:
                 serial.write(frame, predictor.predict(frame.rgb))
     serial.close()
-    got = sorted(p.relative_to(tmp_path / "bg") for p in (tmp_path / "bg").rglob("*_seg.png"))
-    want = sorted(
-        p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*_seg.png")
-    )
-    assert got == want and len(got) == 4
+    pattern = "*_seg.png" if task == "seg" else "*.jpg"
+    got = sorted(p.relative_to(tmp_path / "bg") for p in (tmp_path / "bg").rglob(pattern))
+    want = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob(pattern))
+    assert got == want and len(got) == (5 if task == "seg" else 3)
     for rel in got:
         a = cv2.imread(str(tmp_path / "bg" / rel), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "serial" / rel), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(a, b)
+    if task == "pose":  # records and COCO image ids in frame order
+        for name in ("predictions.json", "clip_predictions.json", "coco_results.json"):
+            a = json.loads((tmp_path / "bg" / name).read_text())
+            b = json.loads((tmp_path / "serial" / name).read_text())
+            assert a == b, name
 
 
 def test_background_writer_reraises_writer_errors(tmp_path):
@@ -293,7 +302,7 @@ def test_background_writer_reraises_writer_errors(tmp_path):
     class Failing:
         closed = False
 
-        def write(self, frame, result):
+        def render(self, frame, result):
             raise OSError("disk full")
 
         def close(self):

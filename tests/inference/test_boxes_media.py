@@ -66,7 +66,8 @@ def _write_video(path, n=3, size=(48, 64)):
     w.release()
 
 
-def test_expand_media_and_frame_reader(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_expand_media_and_frame_reader(tmp_path, workers):
     folder = tmp_path / "imgs"
     folder.mkdir()
     rgb = np.zeros((8, 6, 3), np.uint8)
@@ -85,7 +86,7 @@ def test_expand_media_and_frame_reader(tmp_path):
         ("clip.mp4", "video", "clip"),
     ]
     assert count_frames(items) == 6
-    with FrameReader(items, prefetch=2) as reader:
+    with FrameReader(items + items[:2], prefetch=2, workers=workers) as reader:
         frames = list(reader)
     assert [f.name for f in frames] == [
         "a",
@@ -94,10 +95,13 @@ def test_expand_media_and_frame_reader(tmp_path):
         "clip_000000",
         "clip_000001",
         "clip_000002",
+        "a",
+        "a_png",
     ]
+    assert frames[6].error is not None and frames[7].rgb is not None
     assert frames[0].rgb is None and "cannot decode" in frames[0].error
     assert frames[1].rgb[0, 0].tolist() == [255, 0, 0]  # RGB order
-    assert [f.last for f in frames[3:]] == [False, False, True] and frames[3].fps == pytest.approx(
+    assert [f.last for f in frames[3:6]] == [False, False, True] and frames[3].fps == pytest.approx(
         5
     )
     assert frames[4].rgb.shape == (64, 48, 3)

@@ -54,6 +54,14 @@ def test_seg_colours_overlay_and_legend():
     np.testing.assert_array_equal(
         over[0, 30], np.rint(0.5 * 100 + 0.5 * meta.palette[4].astype(float))
     )
+    rng = np.random.default_rng(0)  # the fast paths equal the plain formulas exactly
+    ids = rng.integers(0, 40, (64, 48)).astype(np.uint8)
+    photo = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: meta.num_classes] = meta.palette
+    np.testing.assert_array_equal(seg_to_rgb(ids), palette[ids])
+    mixed = 0.5 * photo.astype(np.float32) + 0.5 * palette[ids].astype(np.float32)
+    np.testing.assert_array_equal(seg_overlay(photo, ids), np.rint(mixed).astype(np.uint8))
     legend = seg_legend(labels, 30)
     assert legend.shape[0] == 30 and legend.shape[1] > 20
     # one row: the hair swatch (the background class is not listed)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +90,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("goliath308", "coco17", "coco_wholebody133"),
         help="pose: keypoint layout of coco_results.json (default: the model's 308 keypoints)",
     )
+    parser.add_argument(
+        "--io-workers", type=int, default=None, metavar="N",
+        help="threads that decode inputs and, as many again, that draw and write outputs "
+        "(default: half the CPU cores, at most 8)",
+    )  # fmt: skip
+
+
+def default_io_workers() -> int:
+    """Decode/write threads: enough to keep a GPU fed, few enough to leave a CPU forward alone."""
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
 
 
 def _load_predictor(args):
@@ -147,10 +160,10 @@ def _load_detector(args, device):
 class PredictStats:
     """What :func:`predict_items` did and where its wall time went (seconds).
 
-    ``predict_seconds`` is spent in ``Predictor.predict`` (pre-processing, forward, decoding),
-    ``read_wait_seconds`` waiting for the background decoder, ``write_wait_seconds`` waiting for the
-    background writer (a full queue, and the final drain); the writer's own work is
-    ``write_seconds`` and overlaps with the rest.
+    ``predict_seconds`` is spent waiting for ``Predictor.predict`` (pre-processing, forward,
+    decoding), ``read_wait_seconds`` waiting for the background decoder, ``write_wait_seconds``
+    waiting for the background writer (a full queue, and the final drain); the writer's own work
+    is ``write_seconds`` (summed over its threads) and overlaps with the rest.
     """
 
     frames: int = 0
@@ -172,23 +185,48 @@ def predict_items(
     boxes_table: dict | None = None,
     mask_dir: Path | None = None,
     progress: bool = True,
+    io_workers: int = 1,
+    in_flight: int | None = None,
 ) -> PredictStats:
     """Predict on media items (from ``expand_media``) and write the outputs with ``writer`` (a
-    ``PredictionWriter``): frames are decoded on a background thread and written on another, so
-    both overlap with the forward passes. Closes the writer. Unreadable files are logged, counted
-    in ``skipped`` and passed over."""
+    ``PredictionWriter``), closing it at the end. Unreadable files are logged, counted in
+    ``skipped`` and passed over.
+
+    Frames are decoded and outputs drawn and written on background threads (``io_workers`` of
+    each), so that both overlap with the forward passes. ``in_flight`` batches are predicted at
+    once, each on its own thread (default: 2 on an accelerator, so that one batch's CPU
+    pre/post-processing overlaps with the other's forward; 1 on a CPU, whose cores the forward
+    already keeps busy). Results are written in input order either way.
+    """
     from sapiens2.inference.boxes import lookup_boxes
     from sapiens2.inference.media import FrameReader, count_frames, find_mask, read_mask
     from sapiens2.viz.save import BackgroundWriter
 
+    if in_flight is None:
+        in_flight = 1 if predictor.device.type == "cpu" else 2
+    if in_flight < 1:
+        raise ValueError(f"in_flight must be >= 1, got {in_flight}")
     stats = PredictStats()
     start = time.perf_counter()
-    batch = []
+    batch: list = []
+    running: deque[tuple[list, Future]] = deque()  # batches being predicted, in order
+
+    def finish_oldest() -> None:
+        frames, future = running.popleft()
+        t0 = time.perf_counter()
+        results = future.result()
+        t1 = time.perf_counter()
+        stats.predict_seconds += t1 - t0
+        for frame, result in zip(frames, results, strict=True):
+            background.submit(frame, result)
+            stats.people += getattr(result, "num_people", 0)
+        stats.write_wait_seconds += time.perf_counter() - t1
+        stats.frames += len(frames)
+        bar.update(len(frames))
 
     def flush() -> None:
         if not batch:
             return
-        rgbs = [f.rgb for f in batch]
         kwargs = {}
         if boxes_table is not None:
             kwargs["boxes"] = [lookup_boxes(boxes_table, f.item.path.name if f.item.kind == "image" else f.name)
@@ -201,21 +239,16 @@ def predict_items(
                     logger.warning("no mask for %s in %s; not masking it", f.name, mask_dir)
                 masks.append(read_mask(path) if path is not None else None)
             kwargs["masks"] = masks
-        t0 = time.perf_counter()
-        results = predictor.predict(rgbs, **kwargs)
-        t1 = time.perf_counter()
-        stats.predict_seconds += t1 - t0
-        for frame, result in zip(batch, results, strict=True):
-            background.submit(frame, result)
-            stats.people += getattr(result, "num_people", 0)
-        stats.write_wait_seconds += time.perf_counter() - t1
-        stats.frames += len(batch)
-        bar.update(len(batch))
+        while len(running) >= in_flight:
+            finish_oldest()
+        frames = list(batch)
+        running.append((frames, pool.submit(predictor.predict, [f.rgb for f in frames], **kwargs)))
         batch.clear()
 
     with (
-        FrameReader(items) as reader,
-        BackgroundWriter(writer) as background,
+        FrameReader(items, workers=io_workers) as reader,
+        BackgroundWriter(writer, workers=io_workers) as background,
+        ThreadPoolExecutor(in_flight, thread_name_prefix="sapiens2-predict") as pool,
         tqdm(
             total=count_frames(items), unit="img", desc=predictor.task, disable=not progress
         ) as bar,
@@ -236,6 +269,8 @@ def predict_items(
             if len(batch) >= batch_size or (frame.item.kind == "video" and frame.last):
                 flush()
         flush()
+        while running:
+            finish_oldest()
         t0 = time.perf_counter()
         background.close()
         stats.write_wait_seconds += time.perf_counter() - t0
@@ -255,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--boxes is only used with --task pose")
     if args.mask_dir and args.task in ("pose", "seg"):
         raise ValueError("--mask-dir is only used with --task normal, pointmap or albedo")
+    if args.io_workers is not None and args.io_workers < 1:
+        raise ValueError(f"--io-workers must be >= 1, got {args.io_workers}")
     if args.mask_dir and not args.mask_dir.is_dir():
         raise FileNotFoundError(f"--mask-dir {args.mask_dir} is not a folder")
     items = expand_media(args.media)
@@ -281,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         boxes_table=boxes_table,
         mask_dir=args.mask_dir,
+        io_workers=args.io_workers or default_io_workers(),
     )
     logger.info(
         "time: %.1f s in predict (pre-processing, forward, decoding), %.1f s waiting for decoded "

@@ -10,7 +10,9 @@ import glob
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -165,14 +167,19 @@ class FrameReader:
     Args:
         items: from :func:`expand_media`.
         prefetch: how many decoded frames may wait in the queue.
+        workers: threads that decode image files at once (frames still come out in order);
+            video frames are decoded one after the other.
 
-    Use as an iterator, ideally in a ``with`` block so that an early exit stops the thread.
+    Use as an iterator, ideally in a ``with`` block so that an early exit stops the threads.
     """
 
     _END = object()
 
-    def __init__(self, items: list[MediaItem], prefetch: int = 8) -> None:
+    def __init__(self, items: list[MediaItem], prefetch: int = 8, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.items = list(items)
+        self.workers = workers
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,10 +194,23 @@ class FrameReader:
         return False
 
     def _work(self) -> None:
+        pending: deque[Future] = deque()  # image frames being decoded, in order
         try:
-            for item in self.items:
-                for frame in _frames_of(item):
-                    if not self._put(frame):
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="sapiens2-decode") as pool:
+                for item in self.items:
+                    if item.kind == "image" and self.workers > 1:
+                        pending.append(pool.submit(lambda it: next(_frames_of(it)), item))
+                        if len(pending) < 2 * self.workers:
+                            continue
+                    while pending and (item.kind == "video" or len(pending) >= 2 * self.workers):
+                        if not self._put(pending.popleft().result()):
+                            return
+                    if item.kind == "video" or self.workers == 1:
+                        for frame in _frames_of(item):
+                            if not self._put(frame):
+                                return
+                while pending:
+                    if not self._put(pending.popleft().result()):
                         return
         except BaseException as err:  # surfaced in the consumer thread
             self._put(err)

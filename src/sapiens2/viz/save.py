@@ -20,6 +20,8 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -53,6 +55,15 @@ def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
         raise ValueError(f"cannot encode image {path}")
     buf.tofile(str(path))
     return path
+
+
+@dataclass
+class Rendered:
+    """What :meth:`PredictionWriter.render` made of one frame: the files it wrote and, for a
+    video frame, the picture still to be added to the video (None: rendered at commit)."""
+
+    paths: list[Path]
+    video_picture: np.ndarray | None
 
 
 class PredictionWriter:
@@ -114,59 +125,78 @@ class PredictionWriter:
     # ------------------------------------------------------------------ per frame
     def write(self, frame: Frame, result: Result) -> None:
         """Write the files of one frame (and add its picture to the video of a video frame)."""
+        self.commit(frame, result, self.render(frame, result))
+
+    def render(self, frame: Frame, result: Result) -> Rendered:
+        """The order-free part of :meth:`write`: draw the picture and write this frame's own
+        files. Touches no shared state, so frames may be rendered on several threads at once;
+        :meth:`commit` must then be called in frame order."""
         is_video = frame.item.kind == "video"
         folder = self.out / frame.item.name if is_video else self.out
         if self.task != "pose":
             folder.mkdir(parents=True, exist_ok=True)
         name = frame.name
+        paths: list[Path] = []
+        if is_video and isinstance(result, PointmapResult):
+            return Rendered(paths, None)  # the depth colour range runs over the video: in order
         picture = self.picture(frame, result)
+        if not is_video:
+            paths.append(write_image(folder / f"{name}.jpg", picture))
+        paths.extend(self._data_files(folder, frame, result, picture))
+        return Rendered(paths, picture if is_video else None)
+
+    def commit(self, frame: Frame, result: Result, rendered: Rendered) -> None:
+        """The ordered part of :meth:`write`: video frames, pose records, the file list."""
+        is_video = frame.item.kind == "video"
+        self.written.extend(rendered.paths)
+        picture = rendered.video_picture
+        if is_video and picture is None:  # pointmap video frame (see render)
+            picture = self.picture(frame, result)
+            folder = self.out / frame.item.name
+            self.written.extend(self._data_files(folder, frame, result, picture))
         if is_video:
             self._add_video_frame(frame, picture)
-        else:
-            self.written.append(write_image(folder / f"{name}.jpg", picture))
-
         if isinstance(result, PoseResult):
             key = frame.item if is_video else None
-            self._pose_frames.setdefault(key, []).append(pose_frame_record(result, name))
+            self._pose_frames.setdefault(key, []).append(pose_frame_record(result, frame.name))
             self._coco.extend(
-                coco_results(result, self._num_pose_frames, name, self.kpt_thr, self.coco_layout)
-            )
-            self._num_pose_frames += 1
-        elif isinstance(result, SegResult):
-            self.written.append(
-                write_image(folder / f"{name}_seg.png", result.labels.astype(np.uint8))
-            )
-            if self.save_npy:
-                np.save(folder / f"{name}_seg.npy", result.labels.astype(np.int64))
-                self.written.append(folder / f"{name}_seg.npy")
-        elif isinstance(result, NormalResult):
-            np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32))
-            self.written.append(folder / f"{name}_normal.npy")
-            self.written.append(
-                write_image(
-                    folder / f"{name}_normal.png", normals_to_rgb(result.normals, result.mask)
+                coco_results(
+                    result, self._num_pose_frames, frame.name, self.kpt_thr, self.coco_layout
                 )
             )
-        elif isinstance(result, PointmapResult):
+            self._num_pose_frames += 1
+        if is_video and frame.last:
+            self._close_video(frame.item)
+
+    def _data_files(
+        self, folder: Path, frame: Frame, result: Result, picture: np.ndarray
+    ) -> list[Path]:
+        """Write the per-frame data files of a dense result; returns their paths."""
+        name = frame.name
+        if isinstance(result, SegResult):
+            paths = [write_image(folder / f"{name}_seg.png", result.labels.astype(np.uint8))]
+            if self.save_npy:
+                np.save(folder / f"{name}_seg.npy", result.labels.astype(np.int64))
+                paths.append(folder / f"{name}_seg.npy")
+            return paths
+        if isinstance(result, NormalResult):
+            np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32))
+            rgb = normals_to_rgb(result.normals, result.mask)
+            return [folder / f"{name}_normal.npy", write_image(folder / f"{name}_normal.png", rgb)]
+        if isinstance(result, PointmapResult):
             np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
-            self.written.append(folder / f"{name}_depth.npy")
             valid = np.isfinite(result.points).all(axis=-1) & (result.depth > 0)
             if result.mask is not None:
                 valid &= result.mask
-            self.written.append(
-                write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid])
-            )
-            self.written.append(
-                write_image(folder / f"{name}_depth.png", picture[:, frame.rgb.shape[1] :])
-            )
-        elif isinstance(result, AlbedoResult):
-            self.written.append(
-                write_image(
-                    folder / f"{name}_albedo.png", albedo_to_rgb(result.albedo, result.mask)
-                )
-            )
-        if is_video and frame.last:
-            self._close_video(frame.item)
+            return [
+                folder / f"{name}_depth.npy",
+                write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid]),
+                write_image(folder / f"{name}_depth.png", picture[:, frame.rgb.shape[1] :]),
+            ]
+        if isinstance(result, AlbedoResult):
+            rgb = albedo_to_rgb(result.albedo, result.mask)
+            return [write_image(folder / f"{name}_albedo.png", rgb)]
+        return []
 
     # ------------------------------------------------------------------ videos
     def _add_video_frame(self, frame: Frame, picture: np.ndarray) -> None:
@@ -212,42 +242,58 @@ class PredictionWriter:
 
 
 class BackgroundWriter:
-    """Runs a :class:`PredictionWriter` on one background thread, in submission order, so that
+    """Writes with a :class:`PredictionWriter` in the background, in submission order, so that
     drawing, encoding and file writing overlap with the next forward pass.
 
     Args:
-        writer: the writer to drive; only this object's thread touches it until :meth:`close`.
+        writer: the writer to drive; only this object's threads touch it until :meth:`close`.
         max_pending: frames that may wait to be written (bounds the memory held by results).
+        workers: threads that render frames (draw, encode, write their files) at once; one more
+            thread commits them in order (video frames, pose records). A fast accelerator needs
+            several: one thread draws and encodes a 1080p picture in tens of milliseconds.
 
     :meth:`submit` blocks while ``max_pending`` frames wait; an error raised by the writer is
     re-raised by the next :meth:`submit` or by :meth:`close`. :meth:`close` drains the queue, then
-    closes the writer (pose JSON files, videos). ``seconds`` is the time spent writing.
+    closes the writer (pose JSON files, videos). ``seconds`` is the time spent writing, summed
+    over the threads.
     """
 
     _END = object()
 
-    def __init__(self, writer: PredictionWriter, max_pending: int = 16) -> None:
+    def __init__(self, writer: PredictionWriter, max_pending: int = 16, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.writer = writer
         self.seconds = 0.0
+        self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
         self._error: BaseException | None = None
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sapiens2-render")
         self._thread = threading.Thread(target=self._work, name="sapiens2-writer", daemon=True)
         self._thread.start()
         self._closed = False
+
+    def _timed(self, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - t0
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is self._END:
                 return
+            frame, result, rendered = item
             if self._error is not None:
                 continue  # drain after a failure; the error is raised in the caller's thread
-            t0 = time.perf_counter()
             try:
-                self.writer.write(*item)
+                done = rendered.result()  # re-raises a render error
+                self._timed(self.writer.commit, frame, result, done)
             except BaseException as err:  # re-raised by submit() / close()
                 self._error = err
-            self.seconds += time.perf_counter() - t0
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -259,15 +305,17 @@ class BackgroundWriter:
         if self._closed:
             raise RuntimeError("the writer is closed")
         self._raise()
-        self._queue.put((frame, result))
+        rendered: Future = self._pool.submit(self._timed, self.writer.render, frame, result)
+        self._queue.put((frame, result, rendered))
 
     def close(self) -> None:
-        """Write what is queued, stop the thread and close the writer (idempotent)."""
+        """Write what is queued, stop the threads and close the writer (idempotent)."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(self._END)
         self._thread.join()
+        self._pool.shutdown(wait=True)
         try:
             self._raise()
         finally:

@@ -177,3 +177,24 @@ def test_init_from_pretrain_checkpoint(tmp_path):
     sapiens2.save_model(wrong, tmp_path / "wrong.safetensors")
     with pytest.raises(ValueError, match="backbone"):
         init_from(model, tmp_path / "wrong.safetensors")
+
+
+def test_head_width_widens_every_head_stage_and_the_export_keeps_it(synth_data, tmp_path):
+    from sapiens2.models import default_head_config, get_arch, widen_head
+    from sapiens2.train.trainer import recipe_model
+
+    official = default_head_config("pose", get_arch("sapiens2_tiny"))
+    assert official.conv_channels[-1] == 8  # the official tiny head's bottleneck
+    wide = widen_head(official, 48)
+    assert wide.deconv_channels == (48, 48) and wide.conv_channels == (48, 48, 48)
+    assert wide.deconv_kernels == official.deconv_kernels
+    dense = widen_head(default_head_config("normal", get_arch("sapiens2_tiny")), 24)
+    assert dense.upsample_channels == (24,) * 4 and dense.conv_channels == (24,) * 3
+    with pytest.raises(ValueError, match="head width"):
+        widen_head(official, 0)
+
+    recipe = small("pose-tiny", head_width=48, max_steps=2, warmup_steps=1)
+    assert recipe_model(recipe).head_config == wide
+    train(recipe, synth_data, tmp_path / "run")
+    model = sapiens2.load_model(tmp_path / "run" / "model.safetensors")
+    assert model.head_config == wide  # widths inferred back from the exported shapes

@@ -3,7 +3,7 @@
 from sapiens2.models.backbone import Sapiens2, TokenSplit
 from sapiens2.models.configs import ARCHS, ArchConfig, get_arch
 from sapiens2.models.factory import build_model, create_model, init_weights
-from sapiens2.models.task import TASKS, TaskModel, build_head, default_head_config
+from sapiens2.models.task import TASKS, TaskModel, build_head, default_head_config, widen_head
 
 __all__ = [
     "ARCHS",
@@ -18,4 +18,5 @@ __all__ = [
     "default_head_config",
     "get_arch",
     "init_weights",
+    "widen_head",
 ]

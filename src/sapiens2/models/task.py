@@ -61,6 +61,29 @@ def default_head_config(task: str, arch: ArchConfig) -> HeadConfig:
     return replace(cfg, upsample_channels=(*cfg.upsample_channels, c))
 
 
+def widen_head(cfg: HeadConfig, width: int) -> HeadConfig:
+    """``cfg`` with ``width`` channels in every upsampling and convolution stage of the head's
+    main branch (the same stages, kernels and outputs; a pointmap's scale branch is unchanged).
+
+    The released heads are wide; the tiny arch's official head narrows to 8 channels before its
+    last layer, which caps what a small model can learn: 308 heatmaps or 29 class scores as
+    mixtures of 8 feature maps. Fine-tuning recipes use this to give small models a wider head.
+    """
+    if width < 1:
+        raise ValueError(f"head width must be >= 1, got {width}")
+    if isinstance(cfg, (PoseHeadConfig, SegHeadConfig)):
+        return replace(
+            cfg,
+            deconv_channels=(width,) * len(cfg.deconv_channels),
+            conv_channels=(width,) * len(cfg.conv_channels),
+        )
+    return replace(
+        cfg,
+        upsample_channels=(width,) * len(cfg.upsample_channels),
+        conv_channels=(width,) * len(cfg.conv_channels),
+    )
+
+
 def _base_head_config(task: Task, arch: ArchConfig) -> HeadConfig:
     size = arch.name.removeprefix("sapiens2_").removesuffix("_4k")
     if size == "tiny":

@@ -56,6 +56,8 @@ class Recipe:
     # pose heatmap sigma in heatmap pixels; 0 = the official 6 at 256x192 heatmaps, scaled with
     # the heatmap size (1.5 at 64x48)
     pose_sigma: float = 0.0
+    # channels of every head stage (0: the arch's official head; see models.task.widen_head)
+    head_width: int = 0
     augment: bool = True  # the official training augmentations (off: the eval pipeline)
     official: bool = True  # hyper-parameters from the official config of this task/size
 

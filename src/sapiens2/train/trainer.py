@@ -25,7 +25,14 @@ from sapiens2.checkpoints import load_model, load_state_dict_strict, save_model
 from sapiens2.data.datasets import collate
 from sapiens2.data.loader import ResumableLoader
 from sapiens2.evaluation import TaskAdapter, adapter_for, evaluate, to_device
-from sapiens2.models import TaskModel, build_model, create_model
+from sapiens2.models import (
+    TaskModel,
+    build_model,
+    create_model,
+    default_head_config,
+    get_arch,
+    widen_head,
+)
 from sapiens2.train import distributed as dist_utils
 from sapiens2.train.losses import create_loss
 from sapiens2.train.optim import Schedule, param_groups, set_lr
@@ -40,6 +47,16 @@ class TrainResult:
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     val: dict[str, Any] = field(default_factory=dict)
+
+
+def recipe_model(recipe: Recipe, device=None) -> TaskModel:
+    """A freshly initialised task model for ``recipe`` (its arch; its head width, if set)."""
+    head = None
+    if recipe.head_width:
+        head = widen_head(
+            default_head_config(recipe.task, get_arch(recipe.arch)), recipe.head_width
+        )
+    return create_model(recipe.arch, task=recipe.task, head=head, device=device)
 
 
 def init_from(model: TaskModel, source: str | Path) -> None:
@@ -108,7 +125,7 @@ class Trainer:
     def _build(self) -> None:
         r, info = self.recipe, self.info
         torch.manual_seed(r.seed)  # identical initial weights on every rank
-        model = create_model(r.arch, task=r.task, device=info.device)
+        model = recipe_model(r, device=info.device)
         if self.init is not None:
             init_from(model, self.init)
         model.train()

@@ -184,11 +184,15 @@ def main() -> None:
     )
     p.add_argument("--in-flight", type=int, default=None,
                    help="batches predicted at once (default: as sapiens2 predict)")  # fmt: skip
+    p.add_argument("--cv2-threads", type=int, default=None,
+                   help="cv2.setNumThreads for the run (default: OpenCV's own)")  # fmt: skip
     p.add_argument("--json", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s")  # fmt: skip
+    if args.cv2_threads is not None:
+        cv2.setNumThreads(args.cv2_threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:

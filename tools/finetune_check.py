@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--pretrain-num", type=int, default=1000, help="unlabelled images")
     p.add_argument("--tasks", nargs="+", default=["seg", "pose", "normal"])
     p.add_argument("--workers", type=int, default=2, help="render processes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override for every task (repeatable), e.g. augment=False")  # fmt: skip
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -74,7 +76,7 @@ def main() -> None:
     from sapiens2.pretrain.recipes import get_recipe as pretrain_recipe
     from sapiens2.pretrain.trainer import Pretrainer
     from sapiens2.train.recipes import get_recipe
-    from sapiens2.train.trainer import init_from, train
+    from sapiens2.train.trainer import init_from, recipe_model, train
 
     render = SynthConfig(256, 192)
     data, pre_data = args.out / "data", args.out / "pretrain_data"
@@ -104,20 +106,23 @@ def main() -> None:
                 "save_every": 0,
                 "vis_every": args.steps,
                 "log_every": 25,
+                **dict(item.split("=", 1) for item in args.set),
             }
         )
         size = recipe.input_size
+        ev = {"input_size": size, "batch_size": 16, "flip_test": recipe.pose_flip_test}
         torch.manual_seed(recipe.seed)
-        start = sapiens2.create_model(recipe.arch, task=task)
+        start = recipe_model(recipe)  # the head the recipe trains (its width)
         init_from(start, teacher)
-        before = evaluate(start.eval(), task, data, input_size=size, batch_size=16)
-        chance = evaluate(Constant(task, start), task, data, input_size=size, batch_size=16)
+        before = evaluate(start.eval(), task, data, **ev)
+        chance = evaluate(Constant(task, start), task, data, **ev)
         t0 = time.perf_counter()
         result = train(recipe, data, args.out / f"finetune_{task}", init=teacher, device="cpu")
         seconds = time.perf_counter() - t0
         model = sapiens2.load_model(args.out / f"finetune_{task}" / "model.safetensors")
-        after = evaluate(model, task, data, input_size=size, batch_size=16)
+        after = evaluate(model, task, data, **ev)
         report[task] = {
+            "recipe": recipe.to_dict(),
             "steps": result.steps,
             "train_seconds": seconds,
             "first_loss": result.history[0]["loss"],

@@ -193,6 +193,7 @@ def test_head_width_widens_every_head_stage_and_the_export_keeps_it(synth_data, 
     with pytest.raises(ValueError, match="head width"):
         widen_head(official, 0)
 
+    assert get_recipe("pose-tiny").head_width == 32 and get_recipe("pose-1b").head_width == 0
     recipe = small("pose-tiny", head_width=48, max_steps=2, warmup_steps=1)
     assert recipe_model(recipe).head_config == wide
     train(recipe, synth_data, tmp_path / "run")

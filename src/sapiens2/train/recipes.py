@@ -132,6 +132,9 @@ def base_recipe(task: str, size: str) -> Recipe:
             # wider Gaussians than the scaled official 1.5: more positive pixels per keypoint, a
             # stronger signal for a 1 M-parameter model in a few hundred steps
             pose_sigma=3.0 if task == "pose" else 0.0,
+            # the official tiny pose head mixes its 308 heatmaps from 8 channels; at 32 a tiny
+            # model can fit 32 training images to AP 0.45 (0.03 with 8) in the same 400 steps
+            head_width=32 if task == "pose" else 0,
         )
     src = {"0.1b": "0.4b", "1b-4k": "1b"}.get(size, size)
     strategy, precision, steps, lr, decay, clip, batch = _OFFICIAL[(task, src)]

@@ -72,3 +72,18 @@ def test_pretrain_and_probe_commands(dataset, tmp_path, capsys):
     probe += ["--steps", "5", "--model", str(out / "teacher.safetensors"), "--out", str(res_path)]
     assert main(probe) == 0
     assert "mIoU" in json.loads(res_path.read_text())
+
+
+def test_pose_probe_head_starts_near_zero_heatmaps():
+    """The pose probe's output layer starts at ~0, below the loss of an all-zero heatmap; the
+    default init would start every pixel at noise of order 0.1-1."""
+    import torch
+
+    from sapiens2.pretrain.probe import ProbeHead
+
+    torch.manual_seed(0)
+    feats = torch.randn(4, 64, 16, 12)
+    for hidden in (0, 32):
+        quiet = ProbeHead(64, 308, hidden, near_zero=True).eval()(feats)
+        loud = ProbeHead(64, 308, hidden).eval()(feats)
+        assert quiet.abs().max() < 0.05 < loud.abs().mean(), (hidden, quiet.abs().max())

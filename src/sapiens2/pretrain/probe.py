@@ -83,9 +83,14 @@ class ProbeConfig:
 
 
 class ProbeHead(nn.Module):
-    """BatchNorm over the frozen features, then a 1x1 convolution (or a small 1x1 MLP)."""
+    """BatchNorm over the frozen features, then a 1x1 convolution (or a small 1x1 MLP).
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 0) -> None:
+    ``near_zero``: the output layer starts at ~0 (normal, std 0.001, zero bias), as heatmap heads
+    do; PyTorch's default init would start every heatmap pixel at ~0.1-1 of noise, above the
+    loss of an all-zero prediction, and a short probe spends its steps removing it.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 0, near_zero: bool = False) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(in_dim)
         if hidden:
@@ -94,6 +99,10 @@ class ProbeHead(nn.Module):
             )
         else:
             self.proj = nn.Conv2d(in_dim, out_dim, 1)
+        if near_zero:
+            last = self.proj[-1] if hidden else self.proj
+            nn.init.normal_(last.weight, std=0.001)
+            nn.init.zeros_(last.bias)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, D, h, w)`` -> ``(B, out_dim, h, w)``."""
@@ -193,7 +202,7 @@ def _probe_pose(backbone: Sapiens2, data: str | Path, cfg: ProbeConfig) -> dict[
     targets = torch.stack([it["heatmaps"] for it in itr])  # (N, K, H/4, W/4)
     weights = torch.stack([it["keypoint_weights"] for it in itr])  # (N, K)
     k = targets.shape[1]
-    head = ProbeHead(ftr.shape[1], k, cfg.hidden)
+    head = ProbeHead(ftr.shape[1], k, cfg.hidden, near_zero=True)
     hm_hw = targets.shape[-2:]
 
     def loss_fn(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

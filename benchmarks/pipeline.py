@@ -24,6 +24,7 @@ import json
 import logging
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +66,19 @@ def write_photos(folder: Path, n: int, h: int, w: int) -> None:
         )
 
 
+class NullWriter:
+    """A writer that writes nothing (diagnostic: the pipeline without drawing and encoding)."""
+
+    def render(self, frame, result):
+        return None
+
+    def commit(self, frame, result, rendered):
+        pass
+
+    def close(self):
+        pass
+
+
 def overhead(args, device: torch.device, dtype: torch.dtype, root: Path) -> dict:
     """Round-robin: bare forwards on pre-processed batches, then the full pipeline."""
     torch.manual_seed(0)
@@ -91,7 +105,7 @@ def overhead(args, device: torch.device, dtype: torch.dtype, root: Path) -> dict
 
     def full(i: int):
         out = root / f"out_{i}"
-        writer = PredictionWriter(args.task, out)
+        writer = NullWriter() if args.null_writer else PredictionWriter(args.task, out)
         sync(device)
         t = time.perf_counter()
         stats = predict_items(predictor, items, writer, batch_size=args.batch_size, progress=False,
@@ -186,11 +200,17 @@ def main() -> None:
                    help="batches predicted at once (default: as sapiens2 predict)")  # fmt: skip
     p.add_argument("--cv2-threads", type=int, default=None,
                    help="cv2.setNumThreads for the run (default: OpenCV's own)")  # fmt: skip
+    p.add_argument("--null-writer", action="store_true",
+                   help="diagnostic: draw and write nothing")  # fmt: skip
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval in seconds (diagnostic; Python's default 0.005)")  # fmt: skip
     p.add_argument("--json", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s")  # fmt: skip
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     if args.cv2_threads is not None:
         cv2.setNumThreads(args.cv2_threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]

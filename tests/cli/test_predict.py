@@ -218,6 +218,22 @@ def test_predict_albedo_with_mask_model(models, media, tmp_path, capsys):
         )  # the seg model's background is gray
 
 
+@pytest.mark.parametrize("task", ["seg", "pointmap", "pose"])
+def test_no_pictures_writes_the_same_data_files_and_no_pictures(models, media, tmp_path, task):
+    assert _run(task, models, media, tmp_path / "all") == 0
+    assert _run(task, models, media, tmp_path / "data", "--no-pictures") == 0
+
+    def files(root):
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    everything, data = files(tmp_path / "all"), files(tmp_path / "data")
+    pictures = {p for p in everything if p.suffix in (".jpg", ".mp4")}
+    assert pictures and not {p for p in data if p.suffix in (".jpg", ".mp4")}
+    assert set(data) == set(everything) - pictures
+    for rel, blob in data.items():  # identical data files (PNG, npy, ply, JSON)
+        assert blob == everything[rel], rel
+
+
 def test_wrong_task_checkpoint_is_a_clear_error(models, media, tmp_path, capsys):
     argv = [
         "predict",

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 EPILOG = """\
 outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures in <out>/<video>.mp4):
-  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result)
+  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result; not with --no-pictures)
   pose       predictions.json      official schema (one <video>_predictions.json per video)
              coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout)
   seg        <name>_seg.png        uint8 class ids 0..28 (+ <name>_seg.npy int64 with --save-npy)
@@ -90,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("goliath308", "coco17", "coco_wholebody133"),
         help="pose: keypoint layout of coco_results.json (default: the model's 308 keypoints)",
     )
+    parser.add_argument(
+        "--no-pictures", dest="pictures", action="store_false",
+        help="write only the data files (no <name>.jpg pictures, no rendered videos)",
+    )  # fmt: skip
     parser.add_argument(
         "--io-workers", type=int, default=None, metavar="N",
         help="threads that decode inputs and, as many again, that draw and write outputs "
@@ -303,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         kpt_thr=args.kpt_thr,
         save_npy=args.save_npy,
         coco_layout=args.coco_layout,
+        pictures=args.pictures,
     )
     logger.info(
         "%s model on %s, input %dx%d, %d inputs",

@@ -76,6 +76,8 @@ class PredictionWriter:
         save_npy: seg: also write the labels as ``.npy``.
         coco_layout: pose: keypoint layout of ``coco_results.json`` (see
             :func:`~sapiens2.inference.export.coco_results`).
+        pictures: write the ``<name>.jpg`` pictures and rendered videos (off: the data files
+            only, which is much cheaper per frame).
     """
 
     def __init__(
@@ -86,8 +88,10 @@ class PredictionWriter:
         kpt_thr: float = 0.3,
         save_npy: bool = False,
         coco_layout: str = "goliath308",
+        pictures: bool = True,
     ) -> None:
         self.task = task
+        self.pictures = pictures
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.kpt_thr = kpt_thr
@@ -139,22 +143,24 @@ class PredictionWriter:
         paths: list[Path] = []
         if is_video and isinstance(result, PointmapResult):
             return Rendered(paths, None)  # the depth colour range runs over the video: in order
-        picture = self.picture(frame, result)
-        if not is_video:
+        # the pointmap's depth PNG is the right half of its picture
+        draw = self.pictures or isinstance(result, PointmapResult)
+        picture = self.picture(frame, result) if draw else None
+        if self.pictures and not is_video:
             paths.append(write_image(folder / f"{name}.jpg", picture))
         paths.extend(self._data_files(folder, frame, result, picture))
-        return Rendered(paths, picture if is_video else None)
+        return Rendered(paths, picture if is_video and self.pictures else None)
 
     def commit(self, frame: Frame, result: Result, rendered: Rendered) -> None:
         """The ordered part of :meth:`write`: video frames, pose records, the file list."""
         is_video = frame.item.kind == "video"
         self.written.extend(rendered.paths)
         picture = rendered.video_picture
-        if is_video and picture is None:  # pointmap video frame (see render)
+        if is_video and isinstance(result, PointmapResult):  # rendered here (see render)
             picture = self.picture(frame, result)
             folder = self.out / frame.item.name
             self.written.extend(self._data_files(folder, frame, result, picture))
-        if is_video:
+        if is_video and self.pictures:
             self._add_video_frame(frame, picture)
         if isinstance(result, PoseResult):
             key = frame.item if is_video else None
@@ -169,7 +175,7 @@ class PredictionWriter:
             self._close_video(frame.item)
 
     def _data_files(
-        self, folder: Path, frame: Frame, result: Result, picture: np.ndarray
+        self, folder: Path, frame: Frame, result: Result, picture: np.ndarray | None
     ) -> list[Path]:
         """Write the per-frame data files of a dense result; returns their paths."""
         name = frame.name

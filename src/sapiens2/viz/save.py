@@ -60,7 +60,8 @@ def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
 @dataclass
 class Rendered:
     """What :meth:`PredictionWriter.render` made of one frame: the files it wrote and, for a
-    video frame, the picture still to be added to the video (None: rendered at commit)."""
+    video frame, the picture still to be added to the video (None for images, without pictures,
+    and for pointmap video frames, which are drawn at commit)."""
 
     paths: list[Path]
     video_picture: np.ndarray | None

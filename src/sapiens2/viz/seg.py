@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -11,7 +12,9 @@ from sapiens2.data.metadata import seg29
 from sapiens2.viz.layout import side_by_side
 
 
+@functools.cache
 def _palette_lut() -> np.ndarray:
+    """The (256, 1, 3) palette table for ``cv2.LUT`` (built once; read only)."""
     lut = np.zeros((256, 1, 3), np.uint8)
     pal = seg29().palette
     lut[: len(pal), 0] = pal

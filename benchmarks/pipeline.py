@@ -84,8 +84,9 @@ def overhead(args, device: torch.device, dtype: torch.dtype, root: Path) -> dict
     torch.manual_seed(0)
     model = sapiens2.create_model(args.arch, task=args.task, device=device, dtype=dtype).eval()
     predictor = Predictor(args.task, model, input_size=args.res, batch_size=args.batch_size)
-    folder = root / "photos"
-    write_photos(folder, args.images, *args.image_size)
+    folder = args.photos or root / "photos"
+    if len(list(folder.glob("img_*.jpg"))) != args.images:
+        write_photos(folder, args.images, *args.image_size)
     items = expand_media([str(folder)])
     rgbs = [cv2.imread(str(p.path))[..., ::-1].copy() for p in items]
     prep = stretch_resize if args.task == "seg" else (lambda r, s: letterbox(r, s)[0])
@@ -105,11 +106,17 @@ def overhead(args, device: torch.device, dtype: torch.dtype, root: Path) -> dict
 
     def full(i: int):
         out = root / f"out_{i}"
-        writer = NullWriter() if args.null_writer else PredictionWriter(args.task, out)
+        writer = (
+            NullWriter()
+            if args.null_writer
+            else PredictionWriter(args.task, out, pictures=args.pictures)
+        )
         sync(device)
         t = time.perf_counter()
         stats = predict_items(predictor, items, writer, batch_size=args.batch_size, progress=False,
-                              io_workers=args.io_workers, in_flight=args.in_flight)  # fmt: skip
+                              io_workers=args.io_workers, in_flight=args.in_flight,
+                              render_processes=False if args.null_writer else args.render_processes,
+                              render_workers=args.render_workers)  # fmt: skip
         sync(device)
         return time.perf_counter() - t, stats
 
@@ -200,10 +207,18 @@ def main() -> None:
                    help="batches predicted at once (default: as sapiens2 predict)")  # fmt: skip
     p.add_argument("--cv2-threads", type=int, default=None,
                    help="cv2.setNumThreads for the run (default: OpenCV's own)")  # fmt: skip
+    p.add_argument("--render-processes", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw and write in processes (default: as sapiens2 predict)")  # fmt: skip
+    p.add_argument("--render-workers", type=int, default=None,
+                   help="render threads or processes (default: --io-workers)")  # fmt: skip
+    p.add_argument("--no-pictures", dest="pictures", action="store_false",
+                   help="write the data files only (sapiens2 predict --no-pictures)")  # fmt: skip
     p.add_argument("--null-writer", action="store_true",
                    help="diagnostic: draw and write nothing")  # fmt: skip
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval in seconds (diagnostic; Python's default 0.005)")  # fmt: skip
+    p.add_argument("--photos", type=Path, default=None,
+                   help="folder for the test photos, kept for the next run (default: temporary)")  # fmt: skip
     p.add_argument("--json", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()

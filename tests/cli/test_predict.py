@@ -270,14 +270,15 @@ def test_missing_input_and_nothing_readable(models, media, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("task", "io_workers", "in_flight"), [("seg", 1, 1), ("seg", 3, 2), ("pose", 3, 2)]
+    ("task", "io_workers", "in_flight", "processes"),
+    [("seg", 1, 1, False), ("seg", 3, 2, False), ("pose", 3, 2, False), ("pose", 2, 2, True)],
 )
 def test_predict_items_overlaps_writing_and_matches_the_serial_writer(
-    models, media, tmp_path, task, io_workers, in_flight
+    models, media, tmp_path, task, io_workers, in_flight, processes
 ):
-    """The background writer (one or several rendering threads, frames decoded on one or several
-    threads, one or two batches predicted at once) writes the same files as writing each result
-    in turn, in order, and reports where the time went."""
+    """The background writer (one or several rendering threads or processes, frames decoded on
+    one or several threads, one or two batches predicted at once) writes the same files as
+    writing each result in turn, in order, and reports where the time went."""
     from sapiens2.cli.predict import predict_items
     from sapiens2.inference import Predictor
     from sapiens2.inference.media import FrameReader, expand_media
@@ -287,7 +288,7 @@ def test_predict_items_overlaps_writing_and_matches_the_serial_writer(
     predictor = Predictor(task, sapiens2.load_model(models[task]), input_size=(128, 96))
     stats = predict_items(predictor, items, PredictionWriter(task, tmp_path / "bg"),
                           batch_size=2, progress=False, io_workers=io_workers,
-                          in_flight=in_flight)  # fmt: skip
+                          in_flight=in_flight, render_processes=processes)  # fmt: skip
     assert stats.frames == 5 and len(stats.skipped) == 1  # 3 images + 2 video frames; broken.jpg
     assert stats.seconds >= stats.predict_seconds > 0 and stats.write_seconds > 0
 

@@ -107,6 +107,11 @@ def test_expand_media_and_frame_reader(tmp_path, workers):
     assert frames[4].rgb.shape == (64, 48, 3)
     np.testing.assert_array_equal(read_image(folder / "b.png"), rgb)
 
+    # the prepare hook runs on every decoded frame (images and video frames), not on failures
+    with FrameReader(items, workers=workers, prepare=lambda x: x.shape) as reader:
+        prepared = [f.prepared for f in reader]
+    assert prepared == [None, (8, 6, 3), (8, 6, 3)] + [(64, 48, 3)] * 3
+
     with pytest.raises(FileNotFoundError, match=r"missing\.png"):
         expand_media([tmp_path / "missing.png"])
     with pytest.raises(FileNotFoundError, match="no image or video"):

@@ -60,6 +60,47 @@ def test_tiny_models_shapes_for_every_task():
     assert Predictor("pointmap", pm).input_size == (512, 384)
 
 
+@pytest.mark.parametrize("task", ["seg", "normal", "pointmap", "albedo"])
+def test_prepared_inputs_predict_the_same_as_images(task):
+    """``prepare`` (run on the decoding threads by ``sapiens2 predict``) then ``predict`` gives
+    exactly what ``predict`` on the images gives, also with batches of mixed image sizes."""
+    torch.manual_seed(0)
+    model = sapiens2.create_model("sapiens2_tiny", task=task)
+    size = None if task == "pointmap" else (64, 48)
+    predictor = Predictor(task, model, input_size=size, batch_size=2)
+    rng = np.random.default_rng(0)
+    images = [
+        rng.integers(0, 255, (*hw, 3), dtype=np.uint8) for hw in [(40, 30), (50, 70), (40, 30)]
+    ]
+    direct = predictor.predict(images)
+    prepared = [predictor.prepare(img) for img in images]
+    assert all(p.input.shape[:2] == predictor.input_size for p in prepared)
+    via = predictor.predict(prepared)
+    field = {"seg": "labels", "normal": "normals", "pointmap": "points", "albedo": "albedo"}[task]
+    for a, b, img in zip(direct, via, images, strict=True):
+        assert getattr(a, field).shape[:2] == img.shape[:2]
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    single = predictor.predict(prepared[1])  # one image alone: compare with the same batch of one
+    np.testing.assert_array_equal(
+        getattr(single, field), getattr(predictor.predict(images[1]), field)
+    )
+
+
+def test_prepared_inputs_must_match_the_predictor():
+    seg = Predictor("seg", sapiens2.create_model("sapiens2_tiny", task="seg"), input_size=(64, 48))
+    normal = Predictor(
+        "normal", sapiens2.create_model("sapiens2_tiny", task="normal"), input_size=(64, 48)
+    )
+    img = np.zeros((40, 30, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"prepared with a 64x48 stretch.*needs a 64x48 letterbox"):
+        normal.predict(seg.prepare(img))
+    small = Predictor("seg", seg.model, input_size=(32, 32))
+    with pytest.raises(ValueError, match=r"prepared with a 32x32 stretch.*needs a 64x48 stretch"):
+        seg.predict(small.prepare(img))
+    pose = Predictor("pose", sapiens2.create_model("sapiens2_tiny", task="pose"))
+    np.testing.assert_array_equal(pose.prepare(img), img)  # pose crops need the boxes first
+
+
 def test_pose_all_people_of_an_image_in_one_forward_with_flip():
     model = CountingPose()
     pred = PosePredictor(model, input_size=(64, 48), batch_size=2)

@@ -11,11 +11,11 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ class Frame:
         error: why reading failed, or None.
         fps: the video frame rate (None for images).
         last: True for the last frame of a video (or for an image).
+        prepared: what the reader's ``prepare`` made of ``rgb`` (e.g. the network input), or None.
     """
 
     item: MediaItem
@@ -56,6 +57,7 @@ class Frame:
     error: str | None = None
     fps: float | None = None
     last: bool = True
+    prepared: Any = None
 
 
 def _kind(path: Path) -> Literal["image", "video"]:
@@ -169,17 +171,26 @@ class FrameReader:
         prefetch: how many decoded frames may wait in the queue.
         workers: threads that decode image files at once (frames still come out in order);
             video frames are decoded one after the other.
+        prepare: called on each decoded ``rgb`` on the decoding thread; its result is the
+            frame's ``prepared`` (e.g. ``Predictor.prepare``: the resize for the network).
 
     Use as an iterator, ideally in a ``with`` block so that an early exit stops the threads.
     """
 
     _END = object()
 
-    def __init__(self, items: list[MediaItem], prefetch: int = 8, workers: int = 1) -> None:
+    def __init__(
+        self,
+        items: list[MediaItem],
+        prefetch: int = 8,
+        workers: int = 1,
+        prepare: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.items = list(items)
         self.workers = workers
+        self.prepare = prepare
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,20 +204,26 @@ class FrameReader:
                 continue
         return False
 
+    def _frames(self, item: MediaItem) -> Iterator[Frame]:
+        for frame in _frames_of(item):
+            if self.prepare is not None and frame.rgb is not None:
+                frame.prepared = self.prepare(frame.rgb)
+            yield frame
+
     def _work(self) -> None:
         pending: deque[Future] = deque()  # image frames being decoded, in order
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="sapiens2-decode") as pool:
                 for item in self.items:
                     if item.kind == "image" and self.workers > 1:
-                        pending.append(pool.submit(lambda it: next(_frames_of(it)), item))
+                        pending.append(pool.submit(lambda it: next(self._frames(it)), item))
                         if len(pending) < 2 * self.workers:
                             continue
                     while pending and (item.kind == "video" or len(pending) >= 2 * self.workers):
                         if not self._put(pending.popleft().result()):
                             return
                     if item.kind == "video" or self.workers == 1:
-                        for frame in _frames_of(item):
+                        for frame in self._frames(item):
                             if not self._put(frame):
                                 return
                 while pending:

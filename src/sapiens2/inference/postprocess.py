@@ -1,6 +1,8 @@
 """Dense-task post-processing (spec §2.7): from raw network outputs to maps at the original size.
 
 Every function handles one image: network outputs are ``(C, H_in, W_in)`` tensors for that image.
+The ``*_tensor`` variants stay on the model's device (no host synchronisation), so that a batch's
+maps can be brought to the host together with :func:`fetch`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,42 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
+def fetch(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Host copies of device tensors, waiting once for all of them.
+
+    On CUDA the copies go asynchronously into pinned memory and only the current stream is
+    waited for (not the other threads' streams); elsewhere this is ``t.cpu().numpy()``.
+    """
+    if not tensors or tensors[0].device.type != "cuda":
+        return [t.cpu().numpy() for t in tensors]
+    host = []
+    for t in tensors:
+        buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.append(buf.copy_(t, non_blocking=True))
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return [h.numpy() for h in host]
+
+
+def seg_labels_tensor(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`seg_labels` without leaving the device: ``(H, W)`` uint8 class ids."""
+    # ``max(dim).indices`` is argmax (first maximum on ties) with a much faster CPU kernel
+    return _resize(logits.float(), size).max(dim=0).indices.to(torch.uint8)
+
+
 def seg_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Segmentation: bilinear-resize the logits ``(C, H_in, W_in)`` to ``size = (H, W)``, argmax.
 
     Returns:
         ``(H, W)`` uint8 class ids.
     """
-    # ``max(dim).indices`` is argmax (first maximum on ties) with a much faster CPU kernel
-    labels = _resize(logits.float(), size).max(dim=0).indices
-    return labels.to(torch.uint8).cpu().numpy()
+    return fetch([seg_labels_tensor(logits, size)])[0]
+
+
+def normal_map_tensor(raw: torch.Tensor, box: LetterboxParams) -> torch.Tensor:
+    """:func:`normal_map` without leaving the device: ``(H, W, 3)`` float32, contiguous."""
+    raw = raw.float()
+    unit = raw / raw.norm(dim=0, keepdim=True).clamp(min=1e-8)
+    return _resize(unletterbox(unit, box), box.in_hw).permute(1, 2, 0).contiguous()
 
 
 def normal_map(raw: torch.Tensor, box: LetterboxParams) -> np.ndarray:
@@ -43,10 +72,32 @@ def normal_map(raw: torch.Tensor, box: LetterboxParams) -> np.ndarray:
     Returns:
         ``(H, W, 3)`` float32 normals (x right, y down, z forward; OpenCV camera frame).
     """
-    raw = raw.float()
-    unit = raw / raw.norm(dim=0, keepdim=True).clamp(min=1e-8)
-    out = _resize(unletterbox(unit, box), box.in_hw)
-    return out.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    return fetch([normal_map_tensor(raw, box)])[0]
+
+
+def canonical_to_metric_tensor(
+    canonical: torch.Tensor, scale: torch.Tensor | float, box: LetterboxParams
+) -> torch.Tensor:
+    """The device half of :func:`metric_pointmap`: ``(h, w, 3)`` float32 ``canonical / scale``
+    without the letterbox padding (not yet resized; a zero scale gives infinities)."""
+    if isinstance(scale, torch.Tensor):
+        scale = scale.float().reshape(-1)[0]
+    metric = unletterbox(canonical.float() / scale, box)
+    return metric.permute(1, 2, 0).contiguous()
+
+
+def metric_pointmap_from_host(metric: np.ndarray, box: LetterboxParams) -> np.ndarray:
+    """The host half of :func:`metric_pointmap`, on the output of
+    :func:`canonical_to_metric_tensor` brought to the host."""
+    out_hw = tuple(box.in_hw)
+    metric = np.ascontiguousarray(metric, dtype=np.float32)
+    if out_hw[0] > metric.shape[0] or out_hw[1] > metric.shape[1]:
+        for _ in range(4):
+            metric = cv2.GaussianBlur(metric, (3, 3), 0.8)
+    if metric.shape[:2] != out_hw:
+        t = torch.from_numpy(np.ascontiguousarray(metric)).permute(2, 0, 1)
+        metric = _resize(t, out_hw).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(metric, dtype=np.float32)
 
 
 def metric_pointmap(
@@ -64,18 +115,14 @@ def metric_pointmap(
     s = float(scale.reshape(-1)[0]) if isinstance(scale, torch.Tensor) else float(scale)
     if s == 0:
         raise ValueError("pointmap scale prediction is 0; cannot convert to metric units")
-    metric = (
-        unletterbox(canonical.float() / s, box).permute(1, 2, 0).cpu().numpy().astype(np.float32)
-    )
-    out_hw = tuple(box.in_hw)
-    if out_hw[0] > metric.shape[0] or out_hw[1] > metric.shape[1]:
-        metric = np.ascontiguousarray(metric)
-        for _ in range(4):
-            metric = cv2.GaussianBlur(metric, (3, 3), 0.8)
-    if metric.shape[:2] != out_hw:
-        t = torch.from_numpy(np.ascontiguousarray(metric)).permute(2, 0, 1)
-        metric = _resize(t, out_hw).permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(metric, dtype=np.float32)
+    metric = fetch([canonical_to_metric_tensor(canonical, s, box)])[0]
+    return metric_pointmap_from_host(metric, box)
+
+
+def albedo_map_tensor(raw: torch.Tensor, box: LetterboxParams) -> torch.Tensor:
+    """:func:`albedo_map` without leaving the device: ``(H, W, 3)`` float32, contiguous."""
+    out = _resize(unletterbox(raw.float().clamp(0, 1), box), box.in_hw)
+    return out.clamp(0, 1).permute(1, 2, 0).contiguous()
 
 
 def albedo_map(raw: torch.Tensor, box: LetterboxParams) -> np.ndarray:
@@ -87,5 +134,4 @@ def albedo_map(raw: torch.Tensor, box: LetterboxParams) -> np.ndarray:
     Returns:
         ``(H, W, 3)`` float32 RGB in [0, 1].
     """
-    out = _resize(unletterbox(raw.float().clamp(0, 1), box), box.in_hw)
-    return out.clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    return fetch([albedo_map_tensor(raw, box)])[0]

@@ -6,7 +6,9 @@ siblings are the same with the task fixed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +21,13 @@ from sapiens2.inference import postprocess
 from sapiens2.inference.boxes import as_boxes, boxes_from_mask, whole_image_box
 from sapiens2.inference.heatmap import decode_udp, decode_udp_torch, flip_back_heatmaps
 from sapiens2.inference.media import read_image
-from sapiens2.inference.preprocess import check_rgb, letterbox, stretch_resize, to_tensor
+from sapiens2.inference.preprocess import (
+    Prepared,
+    check_rgb,
+    letterbox,
+    stretch_resize,
+    to_tensor,
+)
 from sapiens2.inference.results import (
     AlbedoResult,
     NormalResult,
@@ -35,7 +43,7 @@ logger = logging.getLogger(__name__)
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 DEFAULT_INPUT_SIZE = (1024, 768)  # (H, W) of every released task model
 
-ImageLike = np.ndarray | str | Path
+ImageLike = np.ndarray | str | Path | Prepared
 
 
 def _load(source, device, dtype) -> torch.nn.Module:
@@ -126,6 +134,7 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.flip_test = flip_test
+        self._local = threading.local()  # per-thread CUDA stream (see _on_own_stream)
         self.detector = detector
         self.bbox_thr, self.nms_thr = bbox_thr, nms_thr
 
@@ -174,34 +183,78 @@ class Predictor:
             One result (single image in) or a list of results: :class:`PoseResult`,
             :class:`SegResult`, :class:`NormalResult`, :class:`PointmapResult`, :class:`AlbedoResult`.
         """
-        single = isinstance(images, (str, Path)) or (
+        single = isinstance(images, (str, Path, Prepared)) or (
             isinstance(images, np.ndarray) and images.ndim == 3
         )
         items = [images] if single else list(images)
-        rgbs = [self._as_rgb(img, i) for i, img in enumerate(items)]
-        boxes_list = self._per_image(boxes, len(rgbs), single, "boxes")
-        masks_list = self._per_image(masks, len(rgbs), single, "masks")
+        boxes_list = self._per_image(boxes, len(items), single, "boxes")
+        masks_list = self._per_image(masks, len(items), single, "masks")
         if boxes is not None and self.task != "pose":
             raise ValueError("boxes are only used by the pose task")
         if masks is not None and self.task in ("pose", "seg"):
             raise ValueError("masks are only used by the normal, pointmap and albedo tasks")
         bs = batch_size or self.batch_size
-        if self.task == "pose":
-            results = self._predict_pose(rgbs, boxes_list, bs)
-        elif self.task == "seg":
-            results = self._predict_seg(rgbs, bs)
-        else:
-            results = self._predict_dense(rgbs, masks_list, bs)
+        with self._on_own_stream():
+            if self.task == "pose":
+                rgbs = [self._as_rgb(img, i) for i, img in enumerate(items)]
+                results = self._predict_pose(rgbs, boxes_list, bs)
+            else:
+                prepared = [self._as_prepared(img, i) for i, img in enumerate(items)]
+                if self.task == "seg":
+                    results = self._predict_seg(prepared, bs)
+                else:
+                    results = self._predict_dense(prepared, masks_list, bs)
         return results[0] if single else results
+
+    def prepare(self, image: np.ndarray) -> Prepared | np.ndarray:
+        """Resize one RGB image for this predictor's dense task (the seg stretch or the
+        letterbox of the other dense tasks); :meth:`predict` accepts the result in place of the
+        image. Pose inputs depend on the person boxes: the image is returned unchanged.
+
+        Thread-safe, so that it can run on the threads that decode the images.
+        """
+        rgb = check_rgb(image)
+        if self.task == "pose":
+            return rgb
+        if self.task == "seg":
+            return Prepared(rgb, stretch_resize(rgb, self.input_size), None)
+        padded, box = letterbox(rgb, self.input_size)
+        return Prepared(rgb, padded, box)
 
     __call__ = predict
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _as_rgb(image: ImageLike, i: int) -> np.ndarray:
+        if isinstance(image, Prepared):
+            return image.rgb
         if isinstance(image, (str, Path)):
             return read_image(image)
         return check_rgb(image, name=f"image {i}")
+
+    def _as_prepared(self, image: ImageLike, i: int) -> Prepared:
+        if isinstance(image, Prepared):
+            want = "stretch" if self.task == "seg" else "letterbox"
+            if image.input.shape[:2] != tuple(self.input_size) or image.resize != want:
+                raise ValueError(
+                    f"image {i} was prepared with a {image.input.shape[0]}x{image.input.shape[1]} "
+                    f"{image.resize}, but this {self.task} predictor needs a "
+                    f"{self.input_size[0]}x{self.input_size[1]} {want}"
+                )
+            return image
+        return self.prepare(self._as_rgb(image, i))  # type: ignore[return-value]
+
+    def _on_own_stream(self):
+        """On CUDA, run this thread's work on a CUDA stream of its own, so that threads predicting
+        at once wait only for their own batches (their forwards still share the GPU)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        # weights and anything else made on the default stream are ready before we start
+        stream.wait_stream(torch.cuda.default_stream(self.device))
+        return torch.cuda.stream(stream)
 
     @staticmethod
     def _per_image(value, n: int, single: bool, what: str) -> list:
@@ -237,37 +290,48 @@ class Predictor:
         return out
 
     # ------------------------------------------------------------------ seg
-    def _predict_seg(self, rgbs: list[np.ndarray], bs: int) -> list[SegResult]:
+    def _predict_seg(self, prepared: list[Prepared], bs: int) -> list[SegResult]:
         results: list[SegResult] = []
-        for start in range(0, len(rgbs), bs):
-            chunk = rgbs[start : start + bs]
-            logits = self._forward(np.stack([stretch_resize(r, self.input_size) for r in chunk]))
-            for r, lg in zip(chunk, logits, strict=True):
-                results.append(SegResult(labels=postprocess.seg_labels(lg, r.shape[:2])))
+        for start in range(0, len(prepared), bs):
+            chunk = prepared[start : start + bs]
+            logits = self._forward(np.stack([p.input for p in chunk]))
+            labels = postprocess.fetch(
+                [postprocess.seg_labels_tensor(lg, p.rgb.shape[:2]) for p, lg in zip(chunk, logits, strict=True)]
+            )  # fmt: skip
+            results.extend(SegResult(labels=lb) for lb in labels)
         return results
 
     # ------------------------------------------------------------------ normal / pointmap / albedo
-    def _predict_dense(self, rgbs: list[np.ndarray], masks: list, bs: int) -> list[Result]:
-        fg = self._foreground(rgbs, masks, bs)
+    def _predict_dense(self, prepared: list[Prepared], masks: list, bs: int) -> list[Result]:
+        fg = self._foreground([p.rgb for p in prepared], masks, bs)
         results: list[Result] = []
-        for start in range(0, len(rgbs), bs):
-            chunk = rgbs[start : start + bs]
-            boxed = [letterbox(r, self.input_size) for r in chunk]
-            out = self._forward(np.stack([b[0] for b in boxed]))
-            for j, (_, params) in enumerate(boxed):
-                mask = fg[start + j]
-                if self.task == "normal":
-                    results.append(NormalResult(postprocess.normal_map(out[j], params), mask))
-                elif self.task == "albedo":
-                    results.append(AlbedoResult(postprocess.albedo_map(out[j], params), mask))
-                else:
-                    canonical, scale = out
-                    s = float(scale[j].float().reshape(-1)[0])
-                    results.append(
-                        PointmapResult(
-                            postprocess.metric_pointmap(canonical[j], s, params), s, mask
+        for start in range(0, len(prepared), bs):
+            chunk = prepared[start : start + bs]
+            out = self._forward(np.stack([p.input for p in chunk]))
+            boxes = [p.box for p in chunk]
+            if self.task == "pointmap":
+                canonical, scale = out
+                scale = scale.float().reshape(len(chunk), -1)[:, 0]
+                maps = postprocess.fetch(
+                    [scale] + [postprocess.canonical_to_metric_tensor(c, s, b)
+                               for c, s, b in zip(canonical, scale, boxes, strict=True)]
+                )  # fmt: skip
+                for j, (s, metric) in enumerate(zip(maps[0], maps[1:], strict=True)):
+                    if s == 0:
+                        raise ValueError(
+                            "pointmap scale prediction is 0; cannot convert to metric units"
                         )
-                    )
+                    points = postprocess.metric_pointmap_from_host(metric, boxes[j])
+                    results.append(PointmapResult(points, float(s), fg[start + j]))
+                continue
+            to_map = (
+                postprocess.normal_map_tensor
+                if self.task == "normal"
+                else postprocess.albedo_map_tensor
+            )
+            maps = postprocess.fetch([to_map(o, b) for o, b in zip(out, boxes, strict=True)])
+            kind = NormalResult if self.task == "normal" else AlbedoResult
+            results.extend(kind(m, fg[start + j]) for j, m in enumerate(maps))
         return results
 
     # ------------------------------------------------------------------ pose

@@ -6,6 +6,8 @@ OpenCV and flip to RGB inside their preprocessor, which is the same thing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -55,6 +57,28 @@ def to_tensor(
     mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
     return ((x - mean) / std).to(dtype)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image made ready for a dense-task forward pass (``Predictor.prepare``), so that the
+    resize can run on a decoding thread instead of the thread that drives the model.
+
+    Attributes:
+        rgb: the original ``(H, W, 3)`` uint8 RGB image.
+        input: the ``(h, w, 3)`` uint8 network input.
+        box: the letterbox geometry (normal, pointmap, albedo), or None for the segmentation
+            stretch.
+    """
+
+    rgb: np.ndarray
+    input: np.ndarray
+    box: LetterboxParams | None
+
+    @property
+    def resize(self) -> str:
+        """``"stretch"`` (segmentation) or ``"letterbox"`` (the other dense tasks)."""
+        return "stretch" if self.box is None else "letterbox"
 
 
 def stretch_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -15,12 +15,14 @@ pictures into ``<out>/<video name>.mp4``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import multiprocessing
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,6 +250,38 @@ class PredictionWriter:
         self.written.append(path)
 
 
+def _render_timed(writer: PredictionWriter, frame: Frame, result: Result) -> tuple[Rendered, float]:
+    t0 = time.perf_counter()
+    rendered = writer.render(frame, result)
+    return rendered, time.perf_counter() - t0
+
+
+_PROCESS_WRITER: PredictionWriter | None = None  # the render side of the writer, in a worker
+
+
+def _start_render_process(writer: PredictionWriter) -> None:
+    global _PROCESS_WRITER
+    _PROCESS_WRITER = writer
+    cv2.setNumThreads(
+        1
+    )  # the workers are the parallelism; OpenCV's own threads would oversubscribe
+
+
+def _render_in_process(frame: Frame, result: Result) -> tuple[Rendered, float]:
+    assert _PROCESS_WRITER is not None, "render process not initialised"
+    return _render_timed(_PROCESS_WRITER, frame, result)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Fork-free workers (a CUDA process with threads must not fork): a fork server that has
+    already imported this module, where the platform has one, else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 class BackgroundWriter:
     """Writes with a :class:`PredictionWriter` in the background, in submission order, so that
     drawing, encoding and file writing overlap with the next forward pass.
@@ -255,38 +289,50 @@ class BackgroundWriter:
     Args:
         writer: the writer to drive; only this object's threads touch it until :meth:`close`.
         max_pending: frames that may wait to be written (bounds the memory held by results).
-        workers: threads that render frames (draw, encode, write their files) at once; one more
-            thread commits them in order (video frames, pose records). A fast accelerator needs
-            several: one thread draws and encodes a 1080p picture in tens of milliseconds.
+        workers: threads (or processes) that render frames (draw, encode, write their files) at
+            once; one more thread commits them in order (video frames, pose records). A fast
+            accelerator needs several: drawing and encoding a 1080p picture takes tens of
+            milliseconds of CPU.
+        processes: render in worker processes instead of threads. Their Python work then does
+            not compete for the interpreter lock with the threads that drive the model (which
+            matters on a fast GPU), at the price of sending each frame's pixels to a worker and
+            of starting the workers (about a second).
 
     :meth:`submit` blocks while ``max_pending`` frames wait; an error raised by the writer is
     re-raised by the next :meth:`submit` or by :meth:`close`. :meth:`close` drains the queue, then
-    closes the writer (pose JSON files, videos). ``seconds`` is the time spent writing, summed
-    over the threads.
+    closes the writer (pose JSON files, videos). ``seconds`` is the time spent rendering and
+    committing, summed over the workers.
     """
 
     _END = object()
 
-    def __init__(self, writer: PredictionWriter, max_pending: int = 16, workers: int = 1) -> None:
+    def __init__(
+        self,
+        writer: PredictionWriter,
+        max_pending: int = 16,
+        workers: int = 1,
+        processes: bool = False,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.writer = writer
+        self.processes = processes
         self.seconds = 0.0
-        self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
         self._error: BaseException | None = None
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sapiens2-render")
+        self._pool: Executor
+        if processes:
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=_process_context(),
+                initializer=_start_render_process,
+                initargs=(writer,),
+            )
+        else:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sapiens2-render")
         self._thread = threading.Thread(target=self._work, name="sapiens2-writer", daemon=True)
         self._thread.start()
         self._closed = False
-
-    def _timed(self, fn, *args):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            with self._lock:
-                self.seconds += time.perf_counter() - t0
 
     def _work(self) -> None:
         while True:
@@ -297,8 +343,10 @@ class BackgroundWriter:
             if self._error is not None:
                 continue  # drain after a failure; the error is raised in the caller's thread
             try:
-                done = rendered.result()  # re-raises a render error
-                self._timed(self.writer.commit, frame, result, done)
+                done, seconds = rendered.result()  # re-raises a render error
+                t0 = time.perf_counter()
+                self.writer.commit(frame, result, done)
+                self.seconds += seconds + time.perf_counter() - t0
             except BaseException as err:  # re-raised by submit() / close()
                 self._error = err
 
@@ -312,7 +360,12 @@ class BackgroundWriter:
         if self._closed:
             raise RuntimeError("the writer is closed")
         self._raise()
-        rendered: Future = self._pool.submit(self._timed, self.writer.render, frame, result)
+        if self.processes:
+            # the network input is not needed for drawing: do not send it to the worker
+            sent = dataclasses.replace(frame, prepared=None)
+            rendered: Future = self._pool.submit(_render_in_process, sent, result)
+        else:
+            rendered = self._pool.submit(_render_timed, self.writer, frame, result)
         self._queue.put((frame, result, rendered))
 
     def close(self) -> None:

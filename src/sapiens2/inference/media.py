@@ -215,14 +215,14 @@ class FrameReader:
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="sapiens2-decode") as pool:
                 for item in self.items:
-                    if item.kind == "image" and self.workers > 1:
+                    if item.kind == "image":
                         pending.append(pool.submit(lambda it: next(self._frames(it)), item))
                         if len(pending) < 2 * self.workers:
                             continue
                     while pending and (item.kind == "video" or len(pending) >= 2 * self.workers):
                         if not self._put(pending.popleft().result()):
                             return
-                    if item.kind == "video" or self.workers == 1:
+                    if item.kind == "video":
                         for frame in self._frames(item):
                             if not self._put(frame):
                                 return

@@ -38,6 +38,7 @@ from sapiens2.inference.topdown import keypoints_to_image
 from sapiens2.metrics.keypoints308 import evaluate_keypoints308
 from sapiens2.metrics.segmentation import SegmentationMetric
 from sapiens2.models import Sapiens2
+from sapiens2.models.heads.pose import init_heatmap_layer
 
 __all__ = ["ProbeConfig", "ProbeHead", "extract_features", "run_probe"]
 
@@ -100,9 +101,7 @@ class ProbeHead(nn.Module):
         else:
             self.proj = nn.Conv2d(in_dim, out_dim, 1)
         if near_zero:
-            last = self.proj[-1] if hidden else self.proj
-            nn.init.normal_(last.weight, std=0.001)
-            nn.init.zeros_(last.bias)
+            init_heatmap_layer(self.proj[-1] if hidden else self.proj)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, D, h, w)`` -> ``(B, out_dim, h, w)``."""

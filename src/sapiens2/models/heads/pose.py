@@ -19,6 +19,12 @@ class PoseHeadConfig:
     num_keypoints: int = 308
 
 
+def init_heatmap_layer(conv: nn.Conv2d) -> None:
+    """Start a layer that outputs heatmaps near zero: weights normal with std 0.001, zero bias."""
+    nn.init.normal_(conv.weight, std=0.001)
+    nn.init.zeros_(conv.bias)
+
+
 class PoseHeatmapHead(nn.Module):
     """Deconvolutions (x2 each), convolutions, then a 1x1 conv to one heatmap per keypoint.
 
@@ -43,8 +49,7 @@ class PoseHeatmapHead(nn.Module):
         """The heatmap layer starts near zero (normal, std 0.001; zero bias), as heatmap heads
         usually do: with PyTorch's default init the first few hundred steps of a small model only
         shrink its random ~0.4-sized heatmaps to the all-zero plateau."""
-        nn.init.normal_(self.conv_pose.weight, std=0.001)
-        nn.init.zeros_(self.conv_pose.bias)
+        init_heatmap_layer(self.conv_pose)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.conv_pose(self.conv_layers(self.deconv_layers(feats)))

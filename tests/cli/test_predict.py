@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -311,6 +312,31 @@ def test_predict_items_overlaps_writing_and_matches_the_serial_writer(
             a = json.loads((tmp_path / "bg" / name).read_text())
             b = json.loads((tmp_path / "serial" / name).read_text())
             assert a == b, name
+
+
+def test_prediction_writer_sends_only_its_settings_to_render_processes(models, media, tmp_path):
+    """A writer with an open video and pose records pickles (for render processes) to one with
+    the same settings and none of that state, and renders the same files."""
+    import pickle
+
+    from sapiens2.inference import Predictor
+    from sapiens2.inference.media import FrameReader, expand_media
+    from sapiens2.viz.save import PredictionWriter
+
+    predictor = Predictor("pose", sapiens2.load_model(models["pose"]), input_size=(128, 96))
+    writer = PredictionWriter("pose", tmp_path / "a", kpt_thr=0.2, pictures=True)
+    with FrameReader(expand_media([str(media["video"])])) as reader:
+        first = next(iter(reader))
+    result = predictor.predict(first.rgb)
+    writer.write(dataclasses.replace(first, last=False), result)  # leaves the video open
+    assert writer._videos and writer._pose_frames
+    copy = pickle.loads(pickle.dumps(writer))
+    assert (copy.task, copy.out, copy.kpt_thr, copy.pictures) == ("pose", tmp_path / "a", 0.2, True)
+    assert not copy._videos and not copy._pose_frames and not copy._coco and not copy.written
+    image = dataclasses.replace(first, item=dataclasses.replace(first.item, kind="image"))
+    [picture] = copy.render(image, result).paths
+    assert picture.name == "clip_000000.jpg" and picture.is_file()
+    writer.close()
 
 
 def test_background_writer_reraises_writer_errors(tmp_path):

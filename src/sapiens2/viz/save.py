@@ -227,6 +227,13 @@ class PredictionWriter:
         if writer is not None:
             writer.release()
 
+    def __getstate__(self) -> dict:
+        """What a render process gets: the settings, without the ordered state (open videos, pose
+        records), which stays with the committing side."""
+        state = self.__dict__.copy()
+        state.update(_videos={}, _depth_ranges={}, _pose_frames={}, _coco=[], written=[])
+        return state
+
     # ------------------------------------------------------------------ end
     def close(self) -> None:
         """Release open videos and write the pose JSON files."""

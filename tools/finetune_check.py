@@ -8,7 +8,11 @@
    evaluated again (``after``). ``chance`` is a constant prediction: every pixel background (seg),
    every normal facing the camera (normal), no keypoint (pose: AP 0).
 
-    python tools/finetune_check.py --out OUT [--pretrain-steps 300] [--steps 300]
+    python tools/finetune_check.py --out OUT [--pretrain-steps 300] [--steps 300] [--people-max 1]
+
+``--people-max`` applies to both sets; ``--people-max 1`` renders one person per image, framed
+to fill it (large body parts, well-resolved keypoints). Existing sets under OUT are reused, and so
+is an existing ``OUT/pretrain/teacher.safetensors`` (then no pretraining set is rendered).
 
 Writes ``OUT/report.json`` and prints a table. Everything runs on the CPU by default.
 """
@@ -63,6 +67,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=1000, help="labelled images (10%% held out)")
     p.add_argument("--pretrain-num", type=int, default=1000, help="unlabelled images")
     p.add_argument("--tasks", nargs="+", default=["seg", "pose", "normal"])
+    p.add_argument("--people-max", type=int, default=3, help="at most this many people per image")
     p.add_argument("--workers", type=int, default=2, help="render processes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every task (repeatable), e.g. augment=False")  # fmt: skip
@@ -78,18 +83,18 @@ def main() -> None:
     from sapiens2.train.recipes import get_recipe
     from sapiens2.train.trainer import init_from, recipe_model, train
 
-    render = SynthConfig(256, 192)
+    render = SynthConfig(256, 192, people_max=args.people_max)
     data, pre_data = args.out / "data", args.out / "pretrain_data"
     if not (data / "val" / "pose.json").is_file():
         write_dataset(WriteConfig(data, num=args.num, seed=7, val_fraction=0.1,
                                   workers=args.workers, render=render))  # fmt: skip
-    if not (pre_data / "train").is_dir():
-        write_dataset(WriteConfig(pre_data, num=args.pretrain_num, seed=11, val_fraction=0.0,
-                                  workers=args.workers, render=render))  # fmt: skip
 
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     teacher = args.out / "pretrain" / "teacher.safetensors"
-    if not teacher.is_file():
+    if not teacher.is_file():  # an existing teacher is reused: no pretraining set, no pretraining
+        if not (pre_data / "train").is_dir():
+            write_dataset(WriteConfig(pre_data, num=args.pretrain_num, seed=11, val_fraction=0.0,
+                                      workers=args.workers, render=render))  # fmt: skip
         t0 = time.perf_counter()
         recipe = pretrain_recipe("tiny", {"max_steps": args.pretrain_steps, "batch_size": 8})
         trainer = Pretrainer(recipe, pre_data, args.out / "pretrain")

@@ -105,3 +105,19 @@ def test_lr_schedule_and_no_decay_groups():
         assert id(named[name]) in ids, name
     assert id(named["backbone.blocks.0.attn.wq.weight"]) not in ids
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+
+
+def test_prototypes_stay_frozen_for_the_configured_steps(shards, tmp_path):
+    recipe = get_recipe(
+        "tiny", [*FAST, "max_steps=3", "batch_size=4", "distill.freeze_prototypes_steps=2"]
+    )
+    trainer = Pretrainer(recipe, shards, tmp_path)
+    start = trainer.student.head.prototypes.detach().clone()
+    mlp = trainer.student.head.mlp[0].weight.detach().clone()
+    trainer.train(max_steps=2, resume=False)
+    assert torch.equal(trainer.student.head.prototypes, start)  # frozen, not even decayed
+    assert not torch.equal(trainer.student.head.mlp[0].weight, mlp)  # the rest of the head learns
+    trainer.train(max_steps=3, resume=False)
+    assert not torch.equal(trainer.student.head.prototypes, start)
+    with pytest.raises(ValueError, match="freeze_prototypes_steps must be >= 0"):
+        get_recipe("tiny", ["distill.freeze_prototypes_steps=-1"])

@@ -50,6 +50,11 @@ class DistillConfig:
         patch_weight: its weight relative to the [CLS] term.
         koleo_scope: ``"global"`` computes KoLeo over the whole batch of all ranks (so a run
             matches a single process on the same global batch); ``"local"`` per rank (DINOv2).
+        freeze_prototypes_steps: the student's prototypes get no updates for this many first
+            steps (DINO's "freeze last layer"; the paper is silent; 0 = never frozen). Without
+            it a small run can fall into a uniform fixed point: while the centred teacher is
+            still uniform, the student matches it by turning its prototypes orthogonal to its
+            embeddings, the teacher follows, and the contrastive term stays at log K.
     """
 
     num_prototypes: int = 65536
@@ -66,6 +71,7 @@ class DistillConfig:
     patch_loss: bool = False
     patch_weight: float = 1.0
     koleo_scope: str = "global"
+    freeze_prototypes_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.num_prototypes < 2:
@@ -80,6 +86,10 @@ class DistillConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.ema_momentum_end is not None and not 0.0 <= self.ema_momentum_end <= 1.0:
             raise ValueError(f"ema_momentum_end must be in [0, 1], got {self.ema_momentum_end}")
+        if self.freeze_prototypes_steps < 0:
+            raise ValueError(
+                f"freeze_prototypes_steps must be >= 0, got {self.freeze_prototypes_steps}"
+            )
         if self.koleo_scope not in ("global", "local"):
             raise ValueError(f"koleo_scope must be 'global' or 'local', got {self.koleo_scope!r}")
 

@@ -246,6 +246,10 @@ class Pretrainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if step < r.distill.freeze_prototypes_steps:
+            for name, param in self.student.named_parameters():
+                if name.endswith("prototypes"):
+                    param.grad = None  # AdamW skips it: no update, no weight decay
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in self.student.parameters() if p.grad is not None], r.optim.clip_grad
         )

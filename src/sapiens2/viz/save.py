@@ -269,9 +269,8 @@ _PROCESS_WRITER: PredictionWriter | None = None  # the render side of the writer
 def _start_render_process(writer: PredictionWriter) -> None:
     global _PROCESS_WRITER
     _PROCESS_WRITER = writer
-    cv2.setNumThreads(
-        1
-    )  # the workers are the parallelism; OpenCV's own threads would oversubscribe
+    # the workers are the parallelism; OpenCV's own threads would oversubscribe the cores
+    cv2.setNumThreads(1)
 
 
 def _render_in_process(frame: Frame, result: Result) -> tuple[Rendered, float]:

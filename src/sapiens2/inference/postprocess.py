@@ -86,9 +86,11 @@ def canonical_to_metric_tensor(
     return metric.permute(1, 2, 0).contiguous()
 
 
-def metric_pointmap_from_host(metric: np.ndarray, box: LetterboxParams) -> np.ndarray:
+def metric_pointmap_from_host(metric: np.ndarray, scale: float, box: LetterboxParams) -> np.ndarray:
     """The host half of :func:`metric_pointmap`, on the output of
-    :func:`canonical_to_metric_tensor` brought to the host."""
+    :func:`canonical_to_metric_tensor` brought to the host (``scale``: the one it divided by)."""
+    if scale == 0:
+        raise ValueError("pointmap scale prediction is 0; cannot convert to metric units")
     out_hw = tuple(box.in_hw)
     metric = np.ascontiguousarray(metric, dtype=np.float32)
     if out_hw[0] > metric.shape[0] or out_hw[1] > metric.shape[1]:
@@ -113,10 +115,8 @@ def metric_pointmap(
         ``(H, W, 3)`` float32 camera-frame XYZ in metres.
     """
     s = float(scale.reshape(-1)[0]) if isinstance(scale, torch.Tensor) else float(scale)
-    if s == 0:
-        raise ValueError("pointmap scale prediction is 0; cannot convert to metric units")
     metric = fetch([canonical_to_metric_tensor(canonical, s, box)])[0]
-    return metric_pointmap_from_host(metric, box)
+    return metric_pointmap_from_host(metric, s, box)
 
 
 def albedo_map_tensor(raw: torch.Tensor, box: LetterboxParams) -> torch.Tensor:

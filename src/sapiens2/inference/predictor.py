@@ -317,11 +317,7 @@ class Predictor:
                                for c, s, b in zip(canonical, scale, boxes, strict=True)]
                 )  # fmt: skip
                 for j, (s, metric) in enumerate(zip(maps[0], maps[1:], strict=True)):
-                    if s == 0:
-                        raise ValueError(
-                            "pointmap scale prediction is 0; cannot convert to metric units"
-                        )
-                    points = postprocess.metric_pointmap_from_host(metric, boxes[j])
+                    points = postprocess.metric_pointmap_from_host(metric, float(s), boxes[j])
                     results.append(PointmapResult(points, float(s), fg[start + j]))
                 continue
             to_map = (

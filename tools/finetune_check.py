@@ -68,6 +68,8 @@ def main() -> None:
     p.add_argument("--pretrain-num", type=int, default=1000, help="unlabelled images")
     p.add_argument("--tasks", nargs="+", default=["seg", "pose", "normal"])
     p.add_argument("--people-max", type=int, default=3, help="at most this many people per image")
+    p.add_argument("--simple", action="store_true",
+                   help="the synthetic renderer's simple scenes (SynthConfig.simple)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="render processes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every task (repeatable), e.g. augment=False")  # fmt: skip
@@ -83,7 +85,7 @@ def main() -> None:
     from sapiens2.train.recipes import get_recipe
     from sapiens2.train.trainer import init_from, recipe_model, train
 
-    render = SynthConfig(256, 192, people_max=args.people_max)
+    render = SynthConfig(256, 192, people_max=args.people_max, simple=args.simple)
     data, pre_data = args.out / "data", args.out / "pretrain_data"
     if not (data / "val" / "pose.json").is_file():
         write_dataset(WriteConfig(data, num=args.num, seed=7, val_fraction=0.1,

@@ -184,6 +184,25 @@ def test_left_right_part_labels_follow_the_person_not_the_image():
     assert hits["ok"] >= 5 and hits["ok"] >= 4 * hits["bad"], hits
 
 
+def test_simple_scenes_show_whole_people_from_the_front_on_plain_backgrounds():
+    cfg = replace(CFG, people_max=1, simple=True)
+    h, w = cfg.height, cfg.width
+    for i in range(12):
+        s = render_sample(sample_rng(2, i), cfg)
+        kp = s.keypoints[0]
+        # Facing the camera: the nose is visible and the person's left shoulder is on the image
+        # right. Framed whole: every body keypoint lies inside the image.
+        assert kp[0, 2] > 0, i
+        assert kp[5, 0] > kp[6, 0], i
+        body = kp[:17]
+        assert (body[:, 0] >= 0).all() and (body[:, 0] < w).all(), i
+        assert (body[:, 1] >= 0).all() and (body[:, 1] < h).all(), i
+        # A plain vertical gradient behind: background rows vary only by the sensor noise.
+        bg = np.where((s.mask == 0)[..., None], s.image.astype(float), np.nan)
+        row_std = np.nanstd(bg, axis=1)
+        assert np.nanmedian(row_std) < cfg.noise + 1, i
+
+
 def test_visible_keypoints_lie_on_their_person(samples):
     ok, total = 0, 0
     for s in samples:

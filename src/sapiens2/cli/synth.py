@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
     parser.add_argument("--people-max", type=int, default=3, help="at most K people per image")
     parser.add_argument(
+        "--simple",
+        action="store_true",
+        help="simple scenes: people facing the camera in everyday poses, plain colours and "
+        "backgrounds (for quick checks of a training pipeline)",
+    )
+    parser.add_argument(
         "--preview",
         type=Path,
         default=None,
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         shards=args.shards,
         shard_size=args.shard_size,
         workers=args.workers,
-        render=SynthConfig(height=h, width=w, people_max=args.people_max),
+        render=SynthConfig(height=h, width=w, people_max=args.people_max, simple=args.simple),
     )
     if args.preview is not None and not 1 <= args.preview_rows <= args.num:
         raise ValueError(f"--preview-rows must be in [1, --num], got {args.preview_rows}")

@@ -210,10 +210,14 @@ _PRESETS = {
 }  # fmt: skip
 
 
-def sample_pose(rng: np.random.Generator) -> np.ndarray:
-    """(J, 3) pose angles in degrees, left-side convention for every joint (mirrored in FK)."""
-    mode = rng.choice(["stand", "walk", "sit", "arms_up", "reach", "t_pose", "random"],
-                      p=[0.22, 0.2, 0.1, 0.1, 0.1, 0.08, 0.2])  # fmt: skip
+def sample_pose(rng: np.random.Generator, simple: bool = False) -> np.ndarray:
+    """(J, 3) pose angles in degrees, left-side convention for every joint (mirrored in FK);
+    ``simple``: standing, walking, arms up, reaching or T-pose only."""
+    if simple:
+        mode = rng.choice(["stand", "walk", "arms_up", "reach", "t_pose"])
+    else:
+        mode = rng.choice(["stand", "walk", "sit", "arms_up", "reach", "t_pose", "random"],
+                          p=[0.22, 0.2, 0.1, 0.1, 0.1, 0.08, 0.2])  # fmt: skip
     angles = np.zeros((len(SKELETON), 3))
     for i, jt in enumerate(SKELETON):
         lo = np.array([a for a, _ in jt.limits], dtype=float)
@@ -432,7 +436,12 @@ def sample_outfit(rng: np.random.Generator) -> dict:
 
 
 def sample_body(
-    rng: np.random.Generator, yaw: float, position: np.ndarray, child: bool = False
+    rng: np.random.Generator,
+    yaw: float,
+    position: np.ndarray,
+    child: bool = False,
+    *,
+    simple: bool = False,
 ) -> Body:
     """Samples shape, pose and outfit; places the person with feet near y=0 at ``position``.
 
@@ -441,9 +450,10 @@ def sample_body(
         yaw: rotation about the world y axis (radians).
         position: (3,) world position of the pelvis on the ground plane (y is ignored).
         child: sample child proportions.
+        simple: the narrow pose distribution of ``sample_pose``.
     """
     shape = sample_shape(rng, child)
-    angles = sample_pose(rng)
+    angles = sample_pose(rng, simple)
     tilt = rot_x(np.radians(rng.normal(0, 4))) @ rot_z(np.radians(rng.normal(0, 4)))
     root_rot = rot_y(yaw) @ tilt
     pos, rot = forward_kinematics(shape, angles, root_rot, np.zeros(3))

@@ -39,12 +39,17 @@ class SynthConfig:
         width: image width in pixels.
         people_max: at most this many people per image (at least one).
         noise: maximum standard deviation of the Gaussian sensor noise added to RGB (0-255 units).
+        simple: a narrow distribution for quick checks of a training pipeline on a CPU: people
+            face the camera (within 30 degrees), stand, walk, reach or raise their arms (no
+            sitting, no random poses), fill the frame, wear plain colours and stand in front of a
+            plain gradient. The labels are as exact as in the full distribution.
     """
 
     height: int = 256
     width: int = 192
     people_max: int = 3
     noise: float = 3.0
+    simple: bool = False
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -114,8 +119,9 @@ class Materials:
     freq: np.ndarray
 
 
-def sample_materials(rng: np.random.Generator, people: int) -> Materials:
-    """Colours and patterns of the ``NUM_MATERIALS`` materials of each person (skin, clothes...)."""
+def sample_materials(rng: np.random.Generator, people: int, plain: bool = False) -> Materials:
+    """Colours and patterns of the ``NUM_MATERIALS`` materials of each person (skin, clothes...);
+    ``plain``: one colour per material (no stripes, checks or waves)."""
     m = people * NUM_MATERIALS
     c1 = np.zeros((m, 3))
     c2 = np.zeros((m, 3))
@@ -128,7 +134,7 @@ def sample_materials(rng: np.random.Generator, people: int) -> Materials:
         for k in range(NUM_MATERIALS):
             c1[base + k] = _random_colour(rng)
             c2[base + k] = _random_colour(rng)
-            pattern[base + k] = rng.choice(4, p=[0.45, 0.25, 0.15, 0.15])
+            pattern[base + k] = 0 if plain else rng.choice(4, p=[0.45, 0.25, 0.15, 0.15])
             freq[base + k] = rng.uniform(4, 25)
         fixed = {
             SKIN: skin, HAIR: hair, LIP: skin * np.array([0.85, 0.55, 0.55]),
@@ -160,11 +166,14 @@ def texture(mats: Materials, mat: np.ndarray, local: np.ndarray, kind: np.ndarra
     return mats.colour1[mat] * (1 - mix[:, None]) + mats.colour2[mat] * mix[:, None]
 
 
-def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """(H, W, 3) uint8 RGB procedural background: gradient, shapes, waves, optional blur."""
+def background(rng: np.random.Generator, h: int, w: int, plain: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 RGB procedural background: gradient, shapes, waves, optional blur;
+    ``plain``: the gradient only."""
     c0, c1 = _random_colour(rng), _random_colour(rng)
     ys = np.linspace(0, 1, h)[:, None, None]
     img = (c0 * (1 - ys) + c1 * ys) * np.ones((1, w, 1))
+    if plain:
+        return (img * 255).astype(np.uint8)
     if rng.random() < 0.5:  # a horizon: floor of another colour
         hz = int(rng.uniform(0.4, 0.8) * h)
         img[hz:] = img[hz:] * 0.5 + _random_colour(rng) * 0.5
@@ -199,8 +208,11 @@ def look_at(eye: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ rot
 
 
-def _place_people(rng: np.random.Generator, n: int) -> list[tuple[float, np.ndarray, bool]]:
-    """(yaw, ground position, is_child) per person, at least 1 m apart when possible."""
+def _place_people(
+    rng: np.random.Generator, n: int, facing: bool = False
+) -> list[tuple[float, np.ndarray, bool]]:
+    """(yaw, ground position, is_child) per person, at least 1 m apart when possible;
+    ``facing``: every yaw 0 (facing +z)."""
     placed: list[np.ndarray] = []
     out = []
     for _ in range(n):
@@ -210,7 +222,8 @@ def _place_people(rng: np.random.Generator, n: int) -> list[tuple[float, np.ndar
             if all(np.linalg.norm(pos - q) > 1.0 for q in placed):
                 break
         placed.append(pos)
-        out.append((rng.uniform(0, 2 * np.pi), pos, bool(rng.random() < 0.12)))
+        yaw = 0.0 if facing else rng.uniform(0, 2 * np.pi)
+        out.append((yaw, pos, bool(rng.random() < 0.12)))
     return out
 
 
@@ -219,7 +232,11 @@ def sample_scene(
 ) -> tuple[list[Body], Primitives, np.ndarray, np.ndarray]:
     """People (world), their primitives in the camera frame, K (3,3) and world->camera (3,4)."""
     n = int(rng.integers(1, cfg.people_max + 1))
-    bodies = [sample_body(rng, yaw, pos, child) for yaw, pos, child in _place_people(rng, n)]
+    simple = cfg.simple
+    bodies = [
+        sample_body(rng, yaw, pos, child, simple=simple)
+        for yaw, pos, child in _place_people(rng, n, facing=simple)
+    ]
     world = Primitives.concatenate([body_primitives(b, i) for i, b in enumerate(bodies)])
     h, w = cfg.height, cfg.width
     fov_y = np.radians(rng.uniform(28, 65))
@@ -230,12 +247,12 @@ def sample_scene(
     )  # fmt: skip
     tan_y, tan_x = np.tan(fov_y / 2), (w / 2) / fy
     centre, radius = world.bounding_spheres()
-    framing = rng.choice(["full", "upper", "close"], p=[0.65, 0.25, 0.1])
+    framing = "full" if simple else rng.choice(["full", "upper", "close"], p=[0.65, 0.25, 0.1])
     main = int(rng.integers(n))
-    azim = rng.uniform(0, 2 * np.pi)
-    elev = np.radians(rng.uniform(-12, 35))
+    azim = rng.uniform(-np.pi / 6, np.pi / 6) if simple else rng.uniform(0, 2 * np.pi)
+    elev = np.radians(rng.uniform(0, 20) if simple else rng.uniform(-12, 35))
     direction = np.array([np.sin(azim) * np.cos(elev), np.sin(elev), np.cos(azim) * np.cos(elev)])
-    roll = np.radians(rng.normal(0, 4))
+    roll = 0.0 if simple else np.radians(rng.normal(0, 4))
     rot = look_at(direction, np.zeros(3), roll)
     if framing == "full" or (n > 1 and framing == "upper"):
         lo, hi = (centre - radius[:, None]).min(0), (centre + radius[:, None]).max(0)
@@ -313,7 +330,7 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig) -> SynthSample:
     """Samples a scene and renders the image with all labels."""
     h, w = cfg.height, cfg.width
     bodies, prims, K, extrinsic = sample_scene(rng, cfg)
-    mats = sample_materials(rng, len(bodies))
+    mats = sample_materials(rng, len(bodies), plain=cfg.simple)
     depth, pidx, local, normal = raycast(prims, K, h, w)
     fg = np.flatnonzero(pidx >= 0)
     person = prims.person[pidx[fg]]
@@ -352,7 +369,7 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig) -> SynthSample:
         spec = spec + gloss * power * np.clip(np.sum(n * half, 1, keepdims=True), 0, 1) ** 30
     rgb_fg = np.clip(alb * shade + spec, 0, 1)
 
-    img = background(rng, h, w).reshape(-1, 3).astype(np.float64)
+    img = background(rng, h, w, plain=cfg.simple).reshape(-1, 3).astype(np.float64)
     img[fg] = rgb_fg * 255
     sigma = rng.uniform(0, cfg.noise)
     img = img + rng.normal(0, 1, img.shape) * sigma

@@ -165,6 +165,30 @@ def test_pose_sigma_reaches_the_training_targets(synth_data):
     assert widths[3.0] > 4 * widths[0.0]
 
 
+def test_pose_ohkm_topk_selects_the_hard_keypoint_loss():
+    from sapiens2.train.losses.pose import keypoint_mse_loss, keypoint_ohkm_mse_loss
+    from sapiens2.train.trainer import recipe_loss
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 308, 8, 6, generator=g), torch.rand(2, 308, 8, 6, generator=g)
+    batch = {"heatmaps": target, "keypoint_weights": torch.rand(2, 308, generator=g)}
+    kw = batch["keypoint_weights"]
+    official = recipe_loss(get_recipe("pose-1b"))(pred, batch)
+    assert set(official) == {"mse", "loss"}
+    torch.testing.assert_close(official["loss"], keypoint_mse_loss(pred, target, kw))
+    hard = recipe_loss(get_recipe("pose-1b").with_overrides({"pose_ohkm_topk": "17"}))(pred, batch)
+    assert set(hard) == {"ohkm", "loss"}
+    torch.testing.assert_close(hard["loss"], keypoint_ohkm_mse_loss(pred, target, kw, topk=17))
+    assert hard["loss"] > official["loss"]  # the mean of the hardest 17 exceeds the mean of all
+    seg = recipe_loss(get_recipe("seg-tiny").with_overrides({"pose_ohkm_topk": "17"}))
+    assert set(seg(torch.rand(1, 29, 4, 4), {"seg": torch.zeros(1, 4, 4, dtype=torch.long)})) >= {
+        "ce",
+        "dice",
+    }
+    with pytest.raises(ValueError, match="pose_ohkm_topk"):
+        recipe_loss(get_recipe("pose-1b").with_overrides({"pose_ohkm_topk": "-1"}))
+
+
 def test_init_from_pretrain_checkpoint(tmp_path):
     from sapiens2.train.trainer import init_from
 

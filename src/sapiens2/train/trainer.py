@@ -34,7 +34,7 @@ from sapiens2.models import (
     widen_head,
 )
 from sapiens2.train import distributed as dist_utils
-from sapiens2.train.losses import create_loss
+from sapiens2.train.losses import PoseLossWeights, create_loss
 from sapiens2.train.optim import Schedule, param_groups, set_lr
 from sapiens2.train.recipes import Recipe
 
@@ -57,6 +57,15 @@ def recipe_model(recipe: Recipe, device=None) -> TaskModel:
             default_head_config(recipe.task, get_arch(recipe.arch)), recipe.head_width
         )
     return create_model(recipe.arch, task=recipe.task, head=head, device=device)
+
+
+def recipe_loss(recipe: Recipe) -> nn.Module:
+    """The task loss of ``recipe``: the official one, or OHKM for pose when ``pose_ohkm_topk``."""
+    if recipe.pose_ohkm_topk < 0:
+        raise ValueError(f"pose_ohkm_topk must be >= 0, got {recipe.pose_ohkm_topk}")
+    if recipe.task == "pose" and recipe.pose_ohkm_topk:
+        return create_loss("pose", PoseLossWeights(ohkm_topk=recipe.pose_ohkm_topk))
+    return create_loss(recipe.task)
 
 
 def init_from(model: TaskModel, source: str | Path) -> None:
@@ -159,7 +168,7 @@ class Trainer:
             g.pop("names")
         self.optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=r.betas, eps=r.adam_eps)
         self.schedule = Schedule(r.max_steps, r.warmup_steps, r.warmup_start_factor)
-        self.loss_fn = create_loss(r.task)
+        self.loss_fn = recipe_loss(r)
         dist_utils.seed_everything(r.seed, info.rank)
         ds = self.adapter.dataset(self.data, "train", True, r.input_size, r.seed, r.augment)
         self.loader = ResumableLoader(
@@ -371,4 +380,4 @@ def train(
     return Trainer(recipe, data, out, init=init, resume=resume, device=device).run()
 
 
-__all__ = ["TrainResult", "Trainer", "init_from", "train"]
+__all__ = ["TrainResult", "Trainer", "init_from", "recipe_loss", "train"]

@@ -118,7 +118,9 @@ def base_recipe(task: str, size: str) -> Recipe:
             task=task,
             arch=arch,
             input_size=(512, 384) if task == "pointmap" else (256, 192),
-            lr=2e-3,
+            # seg's fresh full-resolution head learns slowly: on simple scenes 300 steps reach
+            # mIoU 9.2 at lr 1e-2, 8.2 at 2e-2 and 6.6 at 2e-3
+            lr=1e-2 if task == "seg" else 2e-3,
             layer_decay=0.95,
             weight_decay=0.05,
             clip_grad=2.0,

@@ -41,8 +41,9 @@ class SynthConfig:
         noise: maximum standard deviation of the Gaussian sensor noise added to RGB (0-255 units).
         simple: a narrow distribution for quick checks of a training pipeline on a CPU: people
             face the camera (within 30 degrees), stand, walk, reach or raise their arms (no
-            sitting, no random poses), fill the frame, wear plain colours and stand in front of a
-            plain gradient. The labels are as exact as in the full distribution.
+            sitting, no random poses), are framed whole (no close-ups), wear plain colours and
+            stand in front of a plain gradient. The labels are as exact as in the full
+            distribution.
     """
 
     height: int = 256

@@ -58,15 +58,18 @@ def mean_output(task: str, data: Path, recipe, num: int = 300) -> torch.Tensor:
     """The average training target as a constant prediction: each pixel's most frequent class
     (seg), the mean heatmaps of the person crops (pose: the average pose in its box), the mean
     normal of each pixel over the people covering it (camera-facing where none does)."""
+    from sapiens2.data.metadata import seg29
     from sapiens2.evaluation import adapter_for
 
     adapter = adapter_for(task, pose_sigma=recipe.pose_sigma)
     ds = adapter.dataset(data, "train", False, recipe.input_size, 0)
     items = [ds[i] for i in range(min(num, len(ds)))]
     if task == "seg":
-        labels = torch.stack([it["seg"].long() for it in items]).clamp(max=29)  # 255 -> 29
-        counts = torch.nn.functional.one_hot(labels, 30).sum(0)[..., :29]  # (H, W, 29), no ignore
-        return torch.nn.functional.one_hot(counts.argmax(-1), 29).permute(2, 0, 1).float()
+        n = seg29().num_classes
+        labels = torch.stack([it["seg"].long() for it in items])
+        labels = torch.where(labels < n, labels, n)  # the ignore label counts for no class
+        counts = torch.nn.functional.one_hot(labels, n + 1).sum(0)[..., :n]  # (H, W, n)
+        return torch.nn.functional.one_hot(counts.argmax(-1), n).permute(2, 0, 1).float()
     if task == "pose":
         return torch.stack([it["heatmaps"] for it in items]).mean(0)
     normal = torch.stack([it["normal"] * it["mask"][None] for it in items]).sum(0)

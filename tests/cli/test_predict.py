@@ -357,3 +357,25 @@ def test_background_writer_reraises_writer_errors(tmp_path):
     with pytest.raises(RuntimeError, match="writing predictions failed: disk full"):
         background.close()
     assert inner.closed
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_default_dtype_is_bf16_only_on_native_hardware(
+    models, media, tmp_path, monkeypatch, native
+):
+    import sapiens2.checkpoints
+    from sapiens2 import device
+
+    monkeypatch.setattr(device, "native_bf16", lambda d: native)
+    loaded = []
+    real_load = sapiens2.checkpoints.load_model
+
+    def spy(source, **kwargs):
+        model = real_load(source, **kwargs)
+        loaded.append(next(model.parameters()).dtype)
+        return model
+
+    monkeypatch.setattr(sapiens2.checkpoints, "load_model", spy)
+    assert _run("seg", models, media, tmp_path / "auto", "--no-pictures") == 0
+    assert _run("seg", models, media, tmp_path / "fp32", "--no-pictures", "--dtype", "fp32") == 0
+    assert loaded == [torch.bfloat16 if native else torch.float32, torch.float32]

@@ -52,9 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     parser.add_argument(
         "--dtype",
-        default=None,
-        choices=("fp32", "bf16", "fp16"),
-        help="compute dtype (default fp32)",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="weight and compute dtype (default auto: bf16 where the device has bf16 arithmetic, "
+        "i.e. CUDA GPUs from Ampere on and CPUs with AMX or AVX512-BF16; fp32 elsewhere). fp32 "
+        "reproduces the official outputs exactly",
     )
     parser.add_argument(
         "--batch-size", type=int, default=4, help="images per forward (pose: person crops)"
@@ -121,11 +123,15 @@ def default_render_processes() -> int:
 
 def _load_predictor(args):
     from sapiens2.checkpoints import load_model
-    from sapiens2.device import resolve_device
+    from sapiens2.device import inference_dtype, resolve_device
     from sapiens2.inference import Predictor
 
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device, dtype=args.dtype)
+    dtype = inference_dtype(args.dtype, device)
+    if args.dtype == "auto":
+        logger.info("computing in %s on %s (--dtype auto; --dtype fp32 for the reference precision)",
+                    str(dtype).removeprefix("torch."), device)  # fmt: skip
+    model = load_model(args.model, device=device, dtype=dtype)
     task = getattr(model, "task", None)
     if task is None:
         raise ValueError(
@@ -137,7 +143,7 @@ def _load_predictor(args):
         )
     mask_model = None
     if args.mask_model:
-        mask_model = load_model(args.mask_model, device=device, dtype=args.dtype)
+        mask_model = load_model(args.mask_model, device=device, dtype=dtype)
         if getattr(mask_model, "task", None) != "seg":
             raise ValueError(
                 f"--mask-model {args.mask_model} must be a seg checkpoint, got a {getattr(mask_model, 'task', 'backbone')} one"

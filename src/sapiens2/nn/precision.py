@@ -10,11 +10,11 @@ CPUs with native units nothing changes. :func:`set_cpu_upcast` switches the beha
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sapiens2.device import cpu_has_native
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 _cpu_upcast = True
@@ -25,21 +25,6 @@ def set_cpu_upcast(enabled: bool) -> None:
     native bf16/fp16 arithmetic."""
     global _cpu_upcast
     _cpu_upcast = bool(enabled)
-
-
-@functools.cache
-def cpu_has_native(dtype: torch.dtype) -> bool:
-    """True when this CPU has hardware arithmetic for ``dtype`` (bf16: AVX512-BF16 or AMX;
-    fp16: AMX-FP16). Unknown on old PyTorch versions: assumed present (no upcast)."""
-    cpu = torch.cpu
-    try:
-        if dtype == torch.bfloat16:
-            return cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()
-        if dtype == torch.float16:
-            return cpu._is_amx_fp16_supported()
-    except AttributeError:
-        return True
-    return True
 
 
 def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:

@@ -28,6 +28,8 @@ def test_apply_rope_equals_reference_bitwise(dtype, prefix):
     assert q2.dtype == dtype and k2.dtype == dtype
     assert torch.equal(q2, official_rope(q, sin, cos))
     assert torch.equal(k2, official_rope(k, sin, cos))
+    if prefix or dtype != cos.dtype:  # rotated tokens are written to a fresh buffer:
+        assert q2.is_contiguous() and k2.is_contiguous()  # head-major, for CPU attention
 
 
 def test_apply_rope_per_sample_tables_and_gradients():

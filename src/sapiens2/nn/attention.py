@@ -85,6 +85,8 @@ class GroupedQueryAttention(nn.Module):
         if self.q_norm is not None:  # per head; cheaper before the transpose
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, N, hd)
+        if v.device.type == "cpu":  # CPU flash attention runs faster on head-major k/v rows
+            v = v.contiguous()
         if rope is not None:
             q, k = apply_rope(q, k, *rope)
         out = sdpa_gqa(q, k, v, self.attn_drop if self.training else 0.0)  # (B, H, N, hd)

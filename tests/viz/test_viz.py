@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sapiens2.data.metadata import keypoints308, seg29
 from sapiens2.viz import (
@@ -91,6 +92,29 @@ def test_normals_albedo_depth_pictures():
     assert near[0] > near[2] and far[2] > far[0]  # turbo: near red, far blue
     rng = DepthRange().update(depth).update(depth * 2)
     assert rng.near < 1.1 and rng.far > 9.5
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 200])
+@pytest.mark.parametrize("mask_kind", [None, "bool", "uint8", "float"])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf * 255 overflows, as it should
+def test_dense_pictures_equal_the_whole_image_formulas(rows, mask_kind):
+    """The row-blocked conversions give the official formulas' bytes: NaN/inf, masks, float64."""
+    rng = np.random.default_rng(rows)
+    n = rng.uniform(-1.3, 1.3, (rows, 7, 3)).astype(np.float32)
+    n.flat[0], n.flat[-1], n.flat[len(n.flat) // 2] = np.nan, np.inf, -np.inf
+    fg = rng.uniform(size=(rows, 7)) > 0.4
+    mask = None if mask_kind is None else {"bool": fg, "uint8": fg * np.uint8(3), "float": fg * 0.5}[mask_kind]  # fmt: skip
+    for normals in (n, n.astype(np.float64)):
+        want = np.nan_to_num(normals.astype(np.float32))
+        if mask is not None:
+            want = np.where(mask[..., None] > 0, want, -1.0)
+        want = np.clip((want + 1) * 0.5 * 255, 0, 255).astype(np.uint8)
+        assert np.array_equal(normals_to_rgb(normals, mask), want)
+    albedo = np.nan_to_num(n) * 0.6 + 0.5
+    want = (np.clip(albedo, 0, 1) * 255).astype(np.uint8)
+    if mask is not None:
+        want[mask == 0] = 100
+    assert np.array_equal(albedo_to_rgb(albedo, mask), want)
 
 
 def test_side_by_side_and_ply_round_trip(tmp_path):

@@ -38,7 +38,7 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
     path = Path(path)
     with path.open("wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
-        f.write(rec.tobytes())
+        rec.tofile(f)  # no bytes copy of the (N, 15-byte) records
     return path
 
 

@@ -50,9 +50,10 @@ logger = logging.getLogger(__name__)
 
 def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
     """Write an ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` gray) image; format from the suffix."""
-    data = rgb[..., ::-1] if rgb.ndim == 3 else rgb
+    # cvtColor swaps the channels ~10x faster than copying the reversed numpy view
+    data = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else np.ascontiguousarray(rgb)
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(data), params)
+    ok, buf = cv2.imencode(path.suffix, data, params)
     if not ok:
         raise ValueError(f"cannot encode image {path}")
     buf.tofile(str(path))
@@ -188,22 +189,26 @@ class PredictionWriter:
                 np.save(folder / f"{name}_seg.npy", result.labels.astype(np.int64))
                 paths.append(folder / f"{name}_seg.npy")
             return paths
+        # The normal / albedo PNG is the right half of the picture when there is one (same size).
+        width = frame.rgb.shape[1]
+        same_size = picture is not None and picture.shape[:2] == (frame.rgb.shape[0], 2 * width)
         if isinstance(result, NormalResult):
-            np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32))
-            rgb = normals_to_rgb(result.normals, result.mask)
+            np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32, copy=False))
+            rgb = picture[:, width:] if same_size else normals_to_rgb(result.normals, result.mask)
             return [folder / f"{name}_normal.npy", write_image(folder / f"{name}_normal.png", rgb)]
         if isinstance(result, PointmapResult):
             np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
-            valid = np.isfinite(result.points).all(axis=-1) & (result.depth > 0)
+            x, y, z = np.moveaxis(result.points, -1, 0)  # ~5x faster than isfinite(...).all(-1)
+            valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (result.depth > 0)
             if result.mask is not None:
                 valid &= result.mask
             return [
                 folder / f"{name}_depth.npy",
                 write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid]),
-                write_image(folder / f"{name}_depth.png", picture[:, frame.rgb.shape[1] :]),
+                write_image(folder / f"{name}_depth.png", picture[:, width:]),
             ]
         if isinstance(result, AlbedoResult):
-            rgb = albedo_to_rgb(result.albedo, result.mask)
+            rgb = picture[:, width:] if same_size else albedo_to_rgb(result.albedo, result.mask)
             return [write_image(folder / f"{name}_albedo.png", rgb)]
         return []
 

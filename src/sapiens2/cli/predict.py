@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=4, help="images per forward (pose: person crops)"
     )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="run the model under torch.compile: faster forwards after the first batch of each "
+        "shape compiles (logged; compiled kernels are cached on disk for later runs); outputs "
+        "differ from the reference in the last bits",
+    )  # fmt: skip
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="network input size (default: the model's native size; 1024 768 for the released models)")  # fmt: skip
     parser.add_argument("--no-flip-test", dest="flip_test", action="store_false",
@@ -157,6 +163,7 @@ def _load_predictor(args):
         mask_model=mask_model,
         detector=detector,
         batch_size=args.batch_size,
+        compile=args.compile,
     )
 
 

@@ -19,6 +19,7 @@ from sapiens2.data.metadata import keypoints308
 from sapiens2.detect.protocol import Detector, detect_person_boxes
 from sapiens2.inference import postprocess
 from sapiens2.inference.boxes import as_boxes, boxes_from_mask, whole_image_box
+from sapiens2.inference.compiled import CompiledForward
 from sapiens2.inference.heatmap import decode_udp, decode_udp_torch, flip_back_heatmaps
 from sapiens2.inference.media import read_image
 from sapiens2.inference.preprocess import (
@@ -81,6 +82,9 @@ class Predictor:
             (followed by the official score/NMS filter, ``bbox_thr`` / ``nms_thr``).
         batch_size: images per forward (pose: person crops per forward; the crops of one image
             always go together).
+        compile: run the model under ``torch.compile`` (:class:`~sapiens2.inference.compiled.
+            CompiledForward`): the first batch of each shape compiles (logged, cached on disk);
+            outputs differ from eager in the last bits. Off by default.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Predictor:
         bbox_thr: float = 0.3,
         nms_thr: float = 0.3,
         batch_size: int = 4,
+        compile: bool = False,
     ) -> None:
         from sapiens2.device import resolve_device, resolve_dtype
 
@@ -112,6 +117,7 @@ class Predictor:
         if dt is not None:
             model = model.to(dt)
         self.model = model.eval()
+        self._run = CompiledForward(self.model) if compile else self.model
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
 
@@ -270,7 +276,7 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray):
         x = to_tensor(batch, device=self.device, dtype=self.dtype)
-        return self.model(x)
+        return self._run(x)
 
     def _foreground(self, rgbs: list[np.ndarray], masks: list, bs: int) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = []
@@ -360,7 +366,7 @@ class Predictor:
         if self.flip_test:
             x = torch.cat([x, x.flip(-1)])
         with torch.inference_mode():
-            hm = self.model(x).float()
+            hm = self._run(x).float()
         if self.flip_test:
             hm = 0.5 * (hm[:n] + flip_back_heatmaps(hm[n:], keypoints308().flip_indices))
         return hm

@@ -95,7 +95,7 @@ def test_normals_albedo_depth_pictures():
 
 
 @pytest.mark.parametrize("rows", [1, 63, 64, 65, 200])
-@pytest.mark.parametrize("mask_kind", [None, "bool", "uint8", "float"])
+@pytest.mark.parametrize("mask_kind", [None, "bool", "uint8", "float", "signed"])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf * 255 overflows, as it should
 def test_dense_pictures_equal_the_whole_image_formulas(rows, mask_kind):
     """The row-blocked conversions give the official formulas' bytes: NaN/inf, masks, float64."""
@@ -103,7 +103,7 @@ def test_dense_pictures_equal_the_whole_image_formulas(rows, mask_kind):
     n = rng.uniform(-1.3, 1.3, (rows, 7, 3)).astype(np.float32)
     n.flat[0], n.flat[-1], n.flat[len(n.flat) // 2] = np.nan, np.inf, -np.inf
     fg = rng.uniform(size=(rows, 7)) > 0.4
-    mask = None if mask_kind is None else {"bool": fg, "uint8": fg * np.uint8(3), "float": fg * 0.5}[mask_kind]  # fmt: skip
+    mask = None if mask_kind is None else {"bool": fg, "uint8": fg * np.uint8(3), "float": fg * 0.5, "signed": fg * 2.0 - 1}[mask_kind]  # fmt: skip
     for normals in (n, n.astype(np.float64)):
         want = np.nan_to_num(normals.astype(np.float32))
         if mask is not None:

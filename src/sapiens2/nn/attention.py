@@ -85,7 +85,7 @@ class GroupedQueryAttention(nn.Module):
         if self.q_norm is not None:  # per head; cheaper before the transpose
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, N, hd)
-        if v.device.type == "cpu":  # CPU flash attention runs faster on head-major k/v rows
+        if v.device.type == "cpu":  # CPU attention reads head-major rows faster (q, k: see RoPE)
             v = v.contiguous()
         if rope is not None:
             q, k = apply_rope(q, k, *rope)

@@ -49,6 +49,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A smooth random colour image (compresses like a photo, unlike white noise)."""
     small = rng.integers(0, 255, (max(2, h // 32), max(2, w // 32), 3), dtype=np.uint8)
@@ -229,12 +238,7 @@ def main() -> None:
     if args.cv2_threads is not None:
         cv2.setNumThreads(args.cv2_threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        if device.type == "cpu":
-            name = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name
-            )
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "device": str(device), "device_name": name, "torch": torch.__version__,

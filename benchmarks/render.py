@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import photo
+from pipeline import cpu_name, photo
 from sapiens2.inference.media import Frame, MediaItem
 from sapiens2.inference.results import (
     AlbedoResult,
@@ -110,7 +109,7 @@ def main() -> None:
                 f"{task:9s} {rows[-1]['ms_per_photo']:7.1f} ms per {args.size[0]}x{args.size[1]} photo"
             )
     if args.json:
-        header = {"machine": platform.processor() or platform.machine(), "size": args.size,
+        header = {"machine": cpu_name(), "size": args.size,
                   "frames": args.frames, "repeats": args.repeats, "date": time.strftime("%F %T")}  # fmt: skip
         args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
 

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 class CompiledForward:
     """Calls ``torch.compile(module)``; first calls per input shape are serialised and timed.
 
+    One instance serves one model on one device and dtype (a :class:`Predictor`'s), so the input
+    shape alone tells a new compilation.
+
     Args:
         module: the model (its ``forward`` takes one tensor).
         backend / mode: passed to ``torch.compile`` (default: inductor, default mode).
@@ -34,26 +37,22 @@ class CompiledForward:
     def __init__(
         self, module: torch.nn.Module, *, backend: str = "inductor", mode: str | None = None
     ):
-        self.module = module
         self._compiled = torch.compile(module, backend=backend, mode=mode)
         self._lock = threading.Lock()
-        self._seen: set[tuple] = set()
-        self.compile_seconds: dict[tuple, float] = {}  # input shape -> first call's seconds
+        self.compile_seconds: dict[tuple, float] = {}  # input shape -> its first call's seconds
 
     def __call__(self, x: torch.Tensor):
-        key = (tuple(x.shape), x.dtype, x.device)
-        if key in self._seen:
+        shape = tuple(x.shape)
+        if shape in self.compile_seconds:
             return self._compiled(x)
         with self._lock:
-            if key in self._seen:  # another thread compiled it while we waited
+            if shape in self.compile_seconds:  # another thread compiled it while we waited
                 return self._compiled(x)
             t0 = time.perf_counter()
             out = self._compiled(x)
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
-            seconds = time.perf_counter() - t0
-            self._seen.add(key)
-            self.compile_seconds[key[0]] = seconds
+            self.compile_seconds[shape] = seconds = time.perf_counter() - t0
             logger.info("torch.compile: first batch of shape %s took %.1f s (compilation included)",
-                        tuple(x.shape), seconds)  # fmt: skip
+                        shape, seconds)  # fmt: skip
             return out

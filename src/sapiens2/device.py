@@ -16,17 +16,86 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+
+
+class DeviceError(ValueError):
+    """A device that cannot be used here: unknown, or not available on this machine."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> cpu; ``"auto"`` -> cuda, then mps, then cpu; anything else as torch reads it."""
+    """The one place that turns a device name into a usable ``torch.device``.
+
+    Args:
+        device: ``None`` (cpu), ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``, ``"mps"``, ``"meta"``, or a ``torch.device``.
+
+    Returns:
+        The device, checked to exist on this machine.
+
+    Raises:
+        DeviceError: an unknown name, or a device this machine does not have (CUDA without a
+            CUDA build or GPU, ``cuda:7`` with one GPU, MPS off Apple silicon); the message is
+            one line that names the device.
+    """
     if device is None:
         return torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+    if isinstance(device, str):
+        name = device.strip().lower()
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if _mps_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise DeviceError(f"unknown device {device!r}; use {DEVICE_HELP}") from None
+    else:
+        dev = torch.device(device)
+    check_device(dev)
+    return dev
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def check_device(dev: torch.device) -> None:
+    """Raises :class:`DeviceError` unless ``dev`` exists on this machine (cpu and meta always do)."""
+    if dev.type in ("cpu", "meta"):
+        return
+    if dev.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            why = "this PyTorch build has no CUDA support"
+        elif not torch.cuda.is_available():
+            why = "no CUDA GPU is visible"
+        elif dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            why = f"this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})"
+        else:
+            return
+    elif dev.type == "mps":
+        if not _mps_available():
+            why = "MPS needs Apple silicon and a PyTorch build with MPS support"
+        elif dev.index not in (None, 0):
+            why = "there is only one MPS device (mps:0)"
+        else:
+            return
+    else:
+        backend = getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None:
+            raise DeviceError(f"unsupported device {str(dev)!r}; use {DEVICE_HELP}")
+        if not available():
+            why = f"no {dev.type} device is visible"
+        elif dev.index is not None and dev.index >= backend.device_count():
+            why = f"this machine has {backend.device_count()} {dev.type} device(s)"
+        else:
+            return
+    raise DeviceError(f"device {str(dev)!r} is not available: {why}")
 
 
 @functools.cache

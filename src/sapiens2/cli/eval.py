@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from sapiens2.cli.common import add_device_argument
+
 NAME = "eval"
 HELP = (
     "evaluate a task model on a dataset: sapiens2 eval --task seg --model M --data DIR --out R.json"
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-samples", type=int, default=0, help="evaluate the first N (0 = all)")
     parser.add_argument("--no-flip", action="store_true", help="pose: no flip test")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    add_device_argument(parser)
     parser.add_argument("--dtype", default="fp32", help="fp32, bf16, fp16")
 
 
@@ -66,10 +68,11 @@ def markdown(task: str, model: str, metrics: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sapiens2.checkpoints import load_model
+    from sapiens2.device import resolve_device
     from sapiens2.evaluation import evaluate
     from sapiens2.models import TaskModel
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=resolve_device(args.device), dtype=args.dtype)
     if not isinstance(model, TaskModel):
         raise ValueError(f"{args.model} is a backbone checkpoint; eval needs a task model")
     if model.task != args.task:

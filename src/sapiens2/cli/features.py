@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from sapiens2.cli.common import add_device_argument
+
 NAME = "features"
 HELP = "write PCA-of-patch-feature pictures (and optionally the features) for images"
 
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-features", action="store_true", help="also write <name>.npy (D, Hp, Wp)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    add_device_argument(parser)
     parser.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
 
 
@@ -37,16 +39,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sapiens2.checkpoints import load_model
-    from sapiens2.device import resolve_dtype
+    from sapiens2.device import resolve_device, resolve_dtype
     from sapiens2.inference.media import expand_media, read_image
     from sapiens2.inference.preprocess import stretch_resize, to_tensor
     from sapiens2.models import TaskModel
     from sapiens2.viz.features import feature_panel, pca_rgb
 
+    device = resolve_device(args.device)
     items = [i for i in expand_media(args.images) if i.kind == "image"]
     if not items:
         raise ValueError("no images among the inputs (videos are not supported by 'features')")
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=device, dtype=args.dtype)
     backbone = model.backbone if isinstance(model, TaskModel) else model
     size = tuple(args.size) if args.size else backbone.cfg.img_size
     if size[0] % backbone.cfg.stride or size[1] % backbone.cfg.stride:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sapiens2.cli.common import add_device_argument
+
 NAME = "predict"
 HELP = "run a pose / seg / normal / pointmap / albedo model on images and videos"
 
@@ -49,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, metavar="SOURCE", help="task checkpoint: file, folder or hub id"
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype",
         default="auto",
@@ -325,10 +327,12 @@ def predict_items(
 
 
 def run(args: argparse.Namespace) -> int:
+    from sapiens2.device import resolve_device
     from sapiens2.inference.boxes import load_boxes_json
     from sapiens2.inference.media import expand_media
     from sapiens2.viz.save import PredictionWriter
 
+    resolve_device(args.device)  # an unavailable device is reported before anything is read
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.boxes and args.task != "pose":

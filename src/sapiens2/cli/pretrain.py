@@ -47,12 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from sapiens2.device import resolve_device
     from sapiens2.pretrain.recipes import get_recipe
 
     recipe = get_recipe(args.recipe, args.overrides)
     if args.show:
         print(json.dumps(recipe.to_dict(), indent=1))
         return 0
+    resolve_device(recipe.device)  # --set device=...: an unavailable one is one line, up front
     from sapiens2.pretrain.trainer import Pretrainer
     from sapiens2.train.distributed import shutdown_distributed
 

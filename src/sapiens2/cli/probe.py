@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from sapiens2.cli.common import add_device_argument
+
 NAME = "probe"
 HELP = "train a light head on a frozen backbone (seg or pose) and report its metric"
 
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train", type=int, default=0, help="at most N train items (0 = all)")
     parser.add_argument("--max-val", type=int, default=0, help="at most N val items (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_device_argument(parser)
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
 
 
@@ -46,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sapiens2.checkpoints import load_model
+    from sapiens2.device import resolve_device
     from sapiens2.models import TaskModel, create_model
     from sapiens2.pretrain.probe import ProbeConfig, run_probe
 
+    device = resolve_device(args.device)
     if not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a folder")
     cfg = ProbeConfig(
@@ -64,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if args.model:
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device=device)
         backbone = model.backbone if isinstance(model, TaskModel) else model
     else:
         torch.manual_seed(args.seed)
-        backbone = create_model(args.random_init, device=args.device)
+        backbone = create_model(args.random_init, device=device)
     res = run_probe(backbone.float(), args.data, cfg)
     res["model"] = args.model or f"random:{args.random_init}"
     text = json.dumps(res, indent=1)

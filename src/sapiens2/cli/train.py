@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from sapiens2.cli.common import add_device_argument
+
 NAME = "train"
 HELP = "fine-tune a task model: sapiens2 train --recipe seg-1b --data DIR --out DIR"
 
@@ -26,20 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--init", help="pretrain or task checkpoint (file or hub id) to start from")
     parser.add_argument("--resume", help="checkpoint folder, or 'auto' for the latest in OUT")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_argument(parser)
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from sapiens2.device import resolve_device
     from sapiens2.train.recipes import get_recipe
     from sapiens2.train.trainer import train
 
+    device = resolve_device(args.device)
     recipe = get_recipe(args.recipe).with_overrides(parse_sets(args.set))
-    result = train(
-        recipe, args.data, args.out, init=args.init, resume=args.resume, device=args.device
-    )
+    result = train(recipe, args.data, args.out, init=args.init, resume=args.resume, device=device)
     if result.val:
         flat = {k: v for k, v in result.val.items() if isinstance(v, int | float)}
         print(json.dumps({"steps": result.steps, "val": flat}, indent=1))

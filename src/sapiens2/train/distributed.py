@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from sapiens2.device import resolve_device
 from sapiens2.nn import TransformerBlock
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,11 @@ def init_distributed(device: str | torch.device | None = None) -> DistInfo:
     """Joins the torchrun process group (gloo on CPU, nccl on CUDA), or runs single-process.
 
     Args:
-        device: ``"cpu"``, ``"cuda"`` or None (cuda when available). Under torchrun each process
-            takes ``cuda:LOCAL_RANK``.
+        device: ``"cpu"``, ``"cuda"`` or None (cuda when available); checked by
+            :func:`sapiens2.device.resolve_device`. Under torchrun each process takes
+            ``cuda:LOCAL_RANK``.
     """
-    want = torch.device(device) if device is not None else None
+    want = resolve_device(device) if device is not None else None
     use_cuda = torch.cuda.is_available() if want is None else want.type == "cuda"
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

@@ -235,6 +235,30 @@ def test_no_pictures_writes_the_same_data_files_and_no_pictures(models, media, t
         assert blob == everything[rel], rel
 
 
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """7 frames that alternate between flat and noisy, so that the predicted classes change."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    rng = np.random.default_rng(1)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (W, H))
+    for i in range(7):
+        flat = np.full((H, W, 3), 40 * i, np.uint8)
+        writer.write(flat if i % 2 else rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    writer.release()
+    assert len(_video_frames(path)) == 7
+    return path
+
+
+@pytest.mark.parametrize("task", ["pose", "seg", "normal", "pointmap", "albedo"])
+def test_every_video_frame_is_in_the_output_video(models, long_video, tmp_path, task):
+    out = tmp_path / task
+    size = [] if task == "pointmap" else ARGS_SIZE
+    argv = ["predict", "--task", task, "--model", str(models[task]), "--out", str(out)]
+    assert main([*argv, "--device", "cpu", *size, str(long_video)]) == 0
+    frames = _video_frames(out / "long.mp4")
+    assert len(frames) == 7 and len({f.shape for f in frames}) == 1
+
+
 def test_wrong_task_checkpoint_is_a_clear_error(models, media, tmp_path, capsys):
     argv = [
         "predict",

@@ -14,10 +14,12 @@ from sapiens2.viz import (
     normals_to_rgb,
     seg_legend,
     seg_overlay,
+    seg_picture,
     seg_to_rgb,
     side_by_side,
     write_ply,
 )
+from sapiens2.viz.layout import fit_into
 from sapiens2.viz.ply import read_ply
 
 
@@ -72,6 +74,34 @@ def test_seg_colours_overlay_and_legend():
         two[10, 10].tolist() == meta.palette[4].tolist()
         and two[40, 10].tolist() == meta.palette[9].tolist()
     )
+
+
+def test_fixed_seg_legend_has_one_size_for_any_classes():
+    """Video frames need pictures of one size: the fixed legend's width depends on the height
+    only, while the free one grows with the classes present (the cause of dropped video frames)."""
+    meta = seg29()
+    label_sets = [
+        np.zeros((64, 48), np.uint8),  # background only
+        np.full((64, 48), 4, np.uint8),
+        np.arange(64 * 48).reshape(64, 48) % meta.num_classes,  # every class
+    ]
+    free = {seg_legend(labels, 64).shape for labels in label_sets}
+    assert len(free) == 3  # the bug: three widths in one video
+    fixed = {seg_legend(labels, 64, fixed=True).shape for labels in label_sets}
+    assert len(fixed) == 1
+    pictures = {seg_picture(np.zeros((64, 48, 3), np.uint8), labels, fixed_legend=True).shape
+                for labels in label_sets}  # fmt: skip
+    assert len(pictures) == 1
+    hair = seg_legend(label_sets[1], 64, fixed=True)
+    assert hair[6, 6].tolist() == meta.palette[4].tolist()  # the class present is listed first
+
+
+def test_fit_into_keeps_the_aspect_ratio_centred_on_black():
+    pic = np.full((10, 40, 3), 200, np.uint8)
+    out = fit_into(pic, (20, 20))
+    assert out.shape == (20, 20, 3) and out.dtype == np.uint8
+    assert (out[:7] == 0).all() and (out[8:12] == 200).all() and (out[13:] == 0).all()
+    np.testing.assert_array_equal(fit_into(pic, (10, 40)), pic)
 
 
 def test_normals_albedo_depth_pictures():

@@ -28,3 +28,21 @@ def side_by_side(*images: np.ndarray, gap: int = 0) -> np.ndarray:
             panels.append(np.full((h, gap, 3), 255, np.uint8))
         panels.append(img.astype(np.uint8, copy=False))
     return np.concatenate(panels, axis=1)
+
+
+def fit_into(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``picture`` scaled to fit ``size`` ``(H, W)`` with its aspect ratio kept, centred on black.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    h, w = size
+    ph, pw = picture.shape[:2]
+    s = min(h / ph, w / pw)
+    nh, nw = max(1, min(h, round(ph * s))), max(1, min(w, round(pw * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(picture, (nw, nh), interpolation=interp)
+    out = np.zeros((h, w, 3), np.uint8)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    out[top : top + nh, left : left + nw] = resized
+    return out

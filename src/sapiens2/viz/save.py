@@ -40,7 +40,7 @@ from sapiens2.inference.results import (
     SegResult,
 )
 from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_to_rgb
-from sapiens2.viz.layout import side_by_side
+from sapiens2.viz.layout import fit_into, side_by_side
 from sapiens2.viz.ply import write_ply
 from sapiens2.viz.pose import draw_pose
 from sapiens2.viz.seg import seg_picture
@@ -68,6 +68,49 @@ class Rendered:
 
     paths: list[Path]
     video_picture: np.ndarray | None
+
+
+class _Video:
+    """One output video: every picture becomes a frame of the size of the first one, and
+    :meth:`close` checks that the file holds every frame (OpenCV's writer drops a frame of
+    another size with a logged warning only)."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+        self.path, self.size, self.frames = path, size, 0
+        self._refitted = 0
+        h, w = size
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not self._writer.isOpened():
+            raise RuntimeError(f"cannot open a video writer for {path}")
+
+    def write(self, picture: np.ndarray) -> None:
+        """Add a uint8 RGB picture; one of another size is fitted into the video's frame
+        (:func:`~sapiens2.viz.layout.fit_into`) with a warning, never dropped."""
+        if picture.shape[:2] != self.size:
+            if not self._refitted:
+                logger.warning(
+                    "%s: frame %d is %dx%d, the video %dx%d; fitting it (logged once per video)",
+                    self.path, self.frames, *picture.shape[:2], *self.size,
+                )  # fmt: skip
+            self._refitted += 1
+            picture = fit_into(picture, self.size)
+        self._writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file and check that it holds every frame written.
+
+        Raises:
+            RuntimeError: the file holds fewer frames than were written.
+        """
+        self._writer.release()
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            stored = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        finally:
+            cap.release()
+        if stored != self.frames:
+            raise RuntimeError(f"{self.path} holds {stored} of the {self.frames} frames written")
 
 
 class PredictionWriter:
@@ -101,7 +144,7 @@ class PredictionWriter:
         self.kpt_thr = kpt_thr
         self.save_npy = save_npy
         self.coco_layout = coco_layout
-        self._videos: dict[MediaItem, cv2.VideoWriter] = {}
+        self._videos: dict[MediaItem, _Video] = {}
         self._depth_ranges: dict[MediaItem, DepthRange] = {}
         self._pose_frames: dict[MediaItem | None, list[dict]] = {}
         self._coco: list[dict] = []
@@ -115,8 +158,8 @@ class PredictionWriter:
         assert rgb is not None
         if isinstance(result, PoseResult):
             return draw_pose(rgb, result.keypoints, result.scores, kpt_thr=self.kpt_thr)
-        if isinstance(result, SegResult):
-            return seg_picture(rgb, result.labels)
+        if isinstance(result, SegResult):  # a video's frames need one size: a fixed legend
+            return seg_picture(rgb, result.labels, fixed_legend=frame.item.kind == "video")
         if isinstance(result, NormalResult):
             return side_by_side(rgb, normals_to_rgb(result.normals, result.mask))
         if isinstance(result, AlbedoResult):
@@ -214,23 +257,18 @@ class PredictionWriter:
 
     # ------------------------------------------------------------------ videos
     def _add_video_frame(self, frame: Frame, picture: np.ndarray) -> None:
-        writer = self._videos.get(frame.item)
-        h, w = picture.shape[:2]
-        if writer is None:
+        video = self._videos.get(frame.item)
+        if video is None:
             path = self.out / f"{frame.item.name}.mp4"
-            writer = cv2.VideoWriter(
-                str(path), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps or 25.0, (w, h)
-            )
-            if not writer.isOpened():
-                raise RuntimeError(f"cannot open a video writer for {path}")
-            self._videos[frame.item] = writer
+            video = _Video(path, frame.fps or 25.0, picture.shape[:2])
+            self._videos[frame.item] = video
             self.written.append(path)
-        writer.write(np.ascontiguousarray(picture[..., ::-1]))
+        video.write(picture)
 
     def _close_video(self, item: MediaItem) -> None:
-        writer = self._videos.pop(item, None)
-        if writer is not None:
-            writer.release()
+        video = self._videos.pop(item, None)
+        if video is not None:
+            video.close()
 
     def __getstate__(self) -> dict:
         """What a render process gets: the settings, without the ordered state (open videos, pose
@@ -241,11 +279,23 @@ class PredictionWriter:
 
     # ------------------------------------------------------------------ end
     def close(self) -> None:
-        """Release open videos and write the pose JSON files."""
+        """Release open videos and write the pose JSON files.
+
+        Raises:
+            RuntimeError: a video lacks frames (raised after everything else is written).
+        """
+        errors = []
         for item in list(self._videos):
-            self._close_video(item)
-        if self.task != "pose":
-            return
+            try:
+                self._close_video(item)
+            except RuntimeError as err:
+                errors.append(err)
+        if self.task == "pose":
+            self._write_pose_json()
+        if errors:
+            raise errors[0]
+
+    def _write_pose_json(self) -> None:
         for item, frames in self._pose_frames.items():
             if item is None:
                 path = self.out / "predictions.json"

@@ -106,6 +106,11 @@ def test_predict_pose(models, media, tmp_path, capsys):
     assert len(inst) == 1 and inst[0]["bbox"] == [0, 0, W - 1, H - 1]  # whole-image fallback
     kp = np.array(inst[0]["keypoints"])
     assert kp.shape == (308, 2) and np.isfinite(kp).all() and len(inst[0]["keypoint_scores"]) == 308
+    for frame in preds["frames"]:  # out-of-image keypoints are flagged, the others are not
+        for person in frame["instances"]:
+            xy = np.array(person["keypoints"])
+            outside = (xy[:, 0] < 0) | (xy[:, 0] >= W) | (xy[:, 1] < 0) | (xy[:, 1] >= H)
+            assert person["keypoints_outside_image"] == np.flatnonzero(outside).tolist()
     video = json.loads((out / "clip_predictions.json").read_text())
     assert video["video"] == "clip.mp4" and [f["image_name"] for f in video["frames"]] == [
         "clip_000000",

@@ -14,16 +14,23 @@ def _round(a: np.ndarray, digits: int = 3) -> list:
 def pose_frame_record(result: PoseResult, image_name: str) -> dict:
     """One ``frames`` entry of the official ``<label>_predictions.json``:
     ``{image_name, image_size, instances: [{bbox, bbox_score, keypoints [[x, y] x 308],
-    keypoint_scores [308]}]}`` (``image_size`` and ``bbox_score`` are additions)."""
+    keypoint_scores [308], keypoints_outside_image}]}`` (``image_size``, ``bbox_score`` and
+    ``keypoints_outside_image`` are additions).
+
+    Keypoints outside the image are kept as predicted (the official tool writes them unchanged)
+    and flagged: ``keypoints_outside_image`` lists their indices (see docs/formats.md).
+    """
+    inside = result.in_image()
     instances = [
         {
             "bbox": _round(box, 2),
             "bbox_score": round(float(bs), 4),
             "keypoints": _round(kp),
             "keypoint_scores": _round(sc, 4),
+            "keypoints_outside_image": np.flatnonzero(~ok).tolist(),
         }
-        for box, bs, kp, sc in zip(
-            result.boxes, result.box_scores, result.keypoints, result.scores, strict=True
+        for box, bs, kp, sc, ok in zip(
+            result.boxes, result.box_scores, result.keypoints, result.scores, inside, strict=True
         )
     ]
     return {"image_name": image_name, "image_size": list(result.image_size), "instances": instances}

@@ -63,6 +63,26 @@ def convert_keypoints(
     return kp, sc
 
 
+def keypoints_in_image(keypoints: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Which keypoints lie on the image: finite, ``0 <= x < W`` and ``0 <= y < H``.
+
+    Top-down keypoints can land outside the image: the crop around a person is padded (1.25x)
+    and widened to the network's aspect ratio, so it reaches past the image borders.
+
+    Args:
+        keypoints: ``(..., 2)`` image coordinates ``(x, y)``.
+        image_size: ``(H, W)``.
+
+    Returns:
+        ``(...)`` bool.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    h, w = image_size
+    x, y = kp[..., 0], kp[..., 1]
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(kp).all(-1) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+
+
 @dataclass
 class PoseResult:
     """308-keypoint poses of the people in one image.
@@ -84,6 +104,10 @@ class PoseResult:
     @property
     def num_people(self) -> int:
         return int(self.keypoints.shape[0])
+
+    def in_image(self) -> np.ndarray:
+        """``(N, 308)`` bool: the keypoints that lie on the image (:func:`keypoints_in_image`)."""
+        return keypoints_in_image(self.keypoints, self.image_size)
 
     def to_coco17(self) -> tuple[np.ndarray, np.ndarray]:
         """COCO-17 body keypoints ``(N, 17, 2)`` and scores ``(N, 17)``."""

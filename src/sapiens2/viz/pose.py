@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from sapiens2.data.metadata import keypoints308
+from sapiens2.inference.results import keypoints_in_image
 
 
 def default_radius(height: int, width: int) -> int:
@@ -46,8 +47,7 @@ def draw_pose(
         for x1, y1, x2, y2 in np.asarray(boxes).reshape(-1, 4):
             cv2.rectangle(out, (round(x1), round(y1)), (round(x2), round(y2)), (255, 255, 255), 1)
     for kp, sc in zip(keypoints, scores, strict=True):
-        ok = (sc >= kpt_thr) & (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
-        ok &= np.isfinite(kp).all(axis=1)
+        ok = (sc >= kpt_thr) & keypoints_in_image(kp, (h, w))
         for (a, b), color in zip(meta.skeleton, meta.link_colors, strict=True):
             if ok[a] and ok[b]:
                 pa = (round(kp[a, 0]), round(kp[a, 1]))

@@ -3,7 +3,7 @@
 from sapiens2.checkpoints import CheckpointError, load_model, save_model
 from sapiens2.models import ARCHS, ArchConfig, Sapiens2, TaskModel, create_model
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
 __all__ = [
     "ARCHS",

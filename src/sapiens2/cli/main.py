@@ -44,12 +44,22 @@ def _command_modules() -> list[ModuleType]:
     ]
 
 
+def version_line() -> str:
+    """``sapiens2 <version> (torch <version>)``: what ``sapiens2 --version`` prints."""
+    import torch
+
+    from sapiens2 import __version__
+
+    return f"sapiens2 {__version__} (torch {torch.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sapiens2",
         description="Sapiens2 human-centric vision models: predict, evaluate, train.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)

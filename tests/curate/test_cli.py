@@ -6,7 +6,7 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     code = main(
         [
             "curate",
-            "--input",
+            "--data",
             str(tmp_path),
             "--out",
             str(tmp_path / "o"),
@@ -19,6 +19,6 @@ def test_cli_reports_bad_config(tmp_path, capsys):
 
 
 def test_cli_reports_missing_input(tmp_path, capsys):
-    code = main(["curate", "--input", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    code = main(["curate", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and ("nothing does not exist" in err or "curate' extra" in err)

@@ -68,7 +68,7 @@ def test_pretrain_and_probe_commands(dataset, tmp_path, capsys):
     assert main([*argv, "--set", "optim.lrr=1"]) == 2
     assert "unknown recipe key 'optim.lrr'" in capsys.readouterr().err
     res_path = tmp_path / "probe.json"
-    probe = ["probe", "--task", "seg", "--data", str(dataset), "--size", "128", "96"]
+    probe = ["probe", "--task", "seg", "--data", str(dataset), "--input-size", "128", "96"]
     probe += ["--steps", "5", "--model", str(out / "teacher.safetensors"), "--out", str(res_path)]
     assert main(probe) == 0
     assert "mIoU" in json.loads(res_path.read_text())

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from sapiens2.cli.common import add_task_argument
+
 NAME = "check-data"
 HELP = (
     "validate a dataset folder or shards for a task (missing files, sizes, labels, NaNs, keypoints)"
@@ -14,10 +16,8 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset root or folder of shards")
-    parser.add_argument(
-        "--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo")
-    )
-    parser.add_argument("--split", default="train", help="split name (default train)")
+    add_task_argument(parser, help="which task's labels to check")
+    parser.add_argument("--split", default="train", help="split name")
     parser.add_argument("--max-errors", type=int, default=20, help="stop after this many problems")
 
 

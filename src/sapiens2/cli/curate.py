@@ -7,16 +7,21 @@ import dataclasses
 import json
 from pathlib import Path
 
+from sapiens2.cli.common import add_hidden_alias
+
 NAME = "curate"
 HELP = "curate a raw image pool into balanced human-centric pretraining shards (Ray Data)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--input",
+        "--data",
         required=True,
-        help="image folder, .tar shard, glob or fsspec URL (s3://...), or a .txt list of image/tar URIs",
+        metavar="POOL",
+        help="the raw image pool: image folder, .tar shard, glob or fsspec URL (s3://...), or a "
+        ".txt list of image/tar URIs",
     )
+    add_hidden_alias(parser, "--input", "--data")  # its name before 0.1.0
     parser.add_argument(
         "--out", type=Path, required=True, help="output folder (shards, manifest, report)"
     )
@@ -31,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="override config `workers`")
     parser.add_argument("--seed", type=int, default=None, help="override config `seed`")
     parser.epilog = (
-        "Writes <out>/<split>-%%06d.tar (+ index), manifest.jsonl, drops.jsonl, report.json, "
+        "Writes <out>/<split>-%06d.tar (+ index), manifest.jsonl, drops.jsonl, report.json, "
         "report.md and grids/cluster_*.png; stage outputs under <out>/_work make reruns resume."
     )
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         ) from e
     from sapiens2.curate.pipeline import curate
 
-    result = curate(args.input, args.out, cfg, ray_address=args.ray_address)
+    result = curate(args.data, args.out, cfg, ray_address=args.ray_address)
     summary = {
         "out": str(result.out),
         "samples": result.report["output"]["samples"],

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("sapiens2_demo"), help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="which synthetic scene (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="which synthetic scene")
     parser.add_argument("--image", type=Path, help="use this image instead of a synthetic scene")
     add_device_argument(parser)
 

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from sapiens2.cli.common import add_device_argument
+from sapiens2.cli.common import add_device_argument, add_hidden_alias, add_task_argument
 
 NAME = "eval"
 HELP = (
@@ -18,21 +18,35 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo")
-    )
+    add_task_argument(parser, help="the model's task (metrics are chosen by it)")
     parser.add_argument("--model", required=True, help="task checkpoint file or hub id")
     parser.add_argument("--data", required=True, help="dataset root (with SPLIT/) or shards")
     parser.add_argument(
         "--out", type=Path, help="report path (.json; a .md table is written beside)"
     )
-    parser.add_argument("--split", default="val", help="dataset split (default val)")
-    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="network input")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-samples", type=int, default=0, help="evaluate the first N (0 = all)")
-    parser.add_argument("--no-flip", action="store_true", help="pose: no flip test")
+    parser.add_argument("--split", default="val", help="dataset split")
+    parser.add_argument(
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="network input size (default: the model's native size)",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward")
+    parser.add_argument(
+        "--max-samples", type=int, default=0, help="evaluate the first N samples; 0 = all"
+    )
+    parser.add_argument(
+        "--no-flip-test",
+        dest="flip_test",
+        action="store_false",
+        help="pose: skip the flipped second pass",
+    )
+    add_hidden_alias(parser, "--no-flip", "--no-flip-test")  # its name before 0.1.0
     add_device_argument(parser)
-    parser.add_argument("--dtype", default="fp32", help="fp32, bf16, fp16")
+    parser.add_argument(
+        "--dtype", default="fp32", help="weight and compute dtype: fp32, bf16 or fp16"
+    )
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:
@@ -71,12 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.device import resolve_device
     from sapiens2.evaluation import evaluate
     from sapiens2.models import TaskModel
+    from sapiens2.models.task import a_task
 
     model = load_model(args.model, device=resolve_device(args.device), dtype=args.dtype)
     if not isinstance(model, TaskModel):
         raise ValueError(f"{args.model} is a backbone checkpoint; eval needs a task model")
     if model.task != args.task:
-        raise ValueError(f"{args.model} is a {model.task} model, not a {args.task} model")
+        raise ValueError(
+            f"{args.model} is {a_task(model.task)} model, not {a_task(args.task)} model"
+        )
     size = tuple(args.input_size) if args.input_size else (model.input_size or model.arch.img_size)
     device = next(model.parameters()).device
     metrics = evaluate(
@@ -87,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         input_size=size,
         batch_size=args.batch_size,
         device=device,
-        flip_test=not args.no_flip,
+        flip_test=args.flip_test,
         max_samples=args.max_samples,
         progress=True,
     )

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from sapiens2.cli.common import add_device_argument
+from sapiens2.cli.common import add_device_argument, add_hidden_alias
 
 NAME = "features"
 HELP = "write PCA-of-patch-feature pictures (and optionally the features) for images"
@@ -19,17 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="backbone or task checkpoint, or hub id")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
-        "--size",
+        "--input-size",
         nargs=2,
         type=int,
         metavar=("H", "W"),
         help="network input size (default: the arch's)",
     )
+    add_hidden_alias(parser, "--size", "--input-size")  # its name before 0.1.0
     parser.add_argument(
         "--save-features", action="store_true", help="also write <name>.npy (D, Hp, Wp)"
     )
     add_device_argument(parser)
-    parser.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
+    parser.add_argument(
+        "--dtype", default="fp32", help="weight and compute dtype: fp32, bf16 or fp16"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no images among the inputs (videos are not supported by 'features')")
     model = load_model(args.model, device=device, dtype=args.dtype)
     backbone = model.backbone if isinstance(model, TaskModel) else model
-    size = tuple(args.size) if args.size else backbone.cfg.img_size
+    size = tuple(args.input_size) if args.input_size else backbone.cfg.img_size
     if size[0] % backbone.cfg.stride or size[1] % backbone.cfg.stride:
-        raise ValueError(f"--size {size} must be a multiple of {backbone.cfg.stride}")
+        raise ValueError(f"--input-size {size} must be a multiple of {backbone.cfg.stride}")
     device = next(backbone.parameters()).device
     dtype = resolve_dtype(args.dtype)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,8 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sapiens2.cli.common import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="sapiens2",
         description="Sapiens2 human-centric vision models: predict, evaluate, train.",
@@ -62,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(
+            mod.NAME, help=mod.HELP, description=mod.HELP, formatter_class=HelpFormatter
+        )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from sapiens2.cli.common import TASKS
+
 NAME = "models"
 HELP = "list the Sapiens2 architectures with their sizes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--task", help="also count a task head (pose, seg, normal, pointmap, albedo)"
-    )
+    parser.add_argument("--task", choices=TASKS, help="also count this task's head")
 
 
 def run(args: argparse.Namespace) -> int:

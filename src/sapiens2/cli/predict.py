@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sapiens2.cli.common import add_device_argument
+from sapiens2.cli.common import add_device_argument, add_task_argument
 
 NAME = "predict"
 HELP = "run a pose / seg / normal / pointmap / albedo model on images and videos"
@@ -40,13 +40,10 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "media", nargs="+", metavar="MEDIA", help="images, folders, glob patterns or videos"
     )
-    parser.add_argument(
-        "--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo")
-    )
+    add_task_argument(parser, help="the model's task (what is predicted and written)")
     parser.add_argument(
         "--model", required=True, metavar="SOURCE", help="task checkpoint: file, folder or hub id"
     )
@@ -133,6 +130,7 @@ def _load_predictor(args):
     from sapiens2.checkpoints import load_model
     from sapiens2.device import inference_dtype, resolve_device
     from sapiens2.inference import Predictor
+    from sapiens2.models.task import a_task
 
     device = resolve_device(args.device)
     dtype = inference_dtype(args.dtype, device)
@@ -143,18 +141,18 @@ def _load_predictor(args):
     task = getattr(model, "task", None)
     if task is None:
         raise ValueError(
-            f"--model {args.model} is a plain backbone checkpoint; --task {args.task} needs a {args.task} model"
+            f"--model {args.model} is a plain backbone checkpoint; --task {args.task} needs {a_task(args.task)} model"
         )
     if task != args.task:
         raise ValueError(
-            f"--model {args.model} is a {task} checkpoint, but --task {args.task} was given"
+            f"--model {args.model} is {a_task(task)} checkpoint, but --task {args.task} was given"
         )
     mask_model = None
     if args.mask_model:
         mask_model = load_model(args.mask_model, device=device, dtype=dtype)
         if getattr(mask_model, "task", None) != "seg":
             raise ValueError(
-                f"--mask-model {args.mask_model} must be a seg checkpoint, got a {getattr(mask_model, 'task', 'backbone')} one"
+                f"--mask-model {args.mask_model} must be a seg checkpoint, got {a_task(getattr(mask_model, 'task', None) or 'backbone')} one"
             )
     detector = _load_detector(args, device) if args.task == "pose" else None
     return Predictor(

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from sapiens2.cli.common import add_device_argument
+from sapiens2.cli.common import add_device_argument, add_hidden_alias
 
 NAME = "probe"
 HELP = "train a light head on a frozen backbone (seg or pose) and report its metric"
@@ -24,22 +24,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="backbone or task checkpoint (.safetensors, hub id)")
     src.add_argument("--random-init", metavar="ARCH", help="probe a randomly initialised arch")
     parser.add_argument(
-        "--size", nargs=2, type=int, metavar=("H", "W"), default=(256, 192), help="input size"
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        default=(256, 192),
+        help="network input size",
     )
+    add_hidden_alias(parser, "--size", "--input-size")  # its name before 0.1.0
     parser.add_argument("--steps", type=int, default=400, help="head training steps")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=16, help="images per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
     parser.add_argument(
-        "--hidden", type=int, default=0, help="hidden width of the head (0 = linear)"
+        "--hidden", type=int, default=0, help="hidden width of the head; 0 = linear"
     )
     parser.add_argument(
         "--no-class-balance",
         action="store_true",
         help="seg: plain cross-entropy (default: class weights freq**-0.5)",
     )
-    parser.add_argument("--max-train", type=int, default=0, help="at most N train items (0 = all)")
-    parser.add_argument("--max-val", type=int, default=0, help="at most N val items (0 = all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train", type=int, default=0, help="at most N train items; 0 = all")
+    parser.add_argument("--max-val", type=int, default=0, help="at most N val items; 0 = all")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the head and the data order")
     add_device_argument(parser)
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
 
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--data {args.data} is not a folder")
     cfg = ProbeConfig(
         task=args.task,
-        input_size=tuple(args.size),
+        input_size=tuple(args.input_size),
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,

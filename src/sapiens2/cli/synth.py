@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", type=int, nargs=2, default=(256, 192), metavar=("H", "W"), help="image size"
     )
-    parser.add_argument("--seed", type=int, default=0, help="master seed (same seed, same bytes)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="master seed: the same seed writes the same bytes"
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val/")
     parser.add_argument("--shards", action="store_true", help="write <split>-%%06d.tar shards")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="render processes (output does not depend on it)",
+        help="render processes; the output does not depend on them",
     )
 
 

@@ -38,6 +38,7 @@ from sapiens2.inference.results import (
     SegResult,
 )
 from sapiens2.inference.topdown import crop_people, keypoints_to_image
+from sapiens2.models.task import a_task
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ def _check_task_model(model: torch.nn.Module, task: str, what: str = "model") ->
     got = getattr(model, "task", None)
     if got is None:
         raise ValueError(
-            f"the {what} is a plain backbone (no task head); `--task {task}` needs a {task} task checkpoint"
+            f"the {what} is a plain backbone (no task head); `--task {task}` needs {a_task(task)} task checkpoint"
         )
     if got != task:
-        raise ValueError(f"the {what} is a {got} model, but task {task!r} was requested")
+        raise ValueError(f"the {what} is {a_task(got)} model, but task {task!r} was requested")
 
 
 class Predictor:
@@ -149,7 +150,7 @@ class Predictor:
             if isinstance(mask_model, Predictor):
                 if mask_model.task != "seg":
                     raise ValueError(
-                        f"mask_model must be a segmentation predictor, got a {mask_model.task} one"
+                        f"mask_model must be a segmentation predictor, got {a_task(mask_model.task)} one"
                     )
                 self.mask_predictor = mask_model
             else:

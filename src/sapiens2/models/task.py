@@ -26,6 +26,12 @@ Task = Literal["pose", "seg", "normal", "pointmap", "albedo"]
 TASKS: tuple[Task, ...] = ("pose", "seg", "normal", "pointmap", "albedo")
 HeadConfig = PoseHeadConfig | SegHeadConfig | DenseHeadConfig | PointmapHeadConfig
 
+
+def a_task(task: str) -> str:
+    """``task`` with its indefinite article, for messages: ``"a seg"``, ``"an albedo"``."""
+    return f"{'an' if task[:1].lower() in 'aeiou' else 'a'} {task}"
+
+
 # Name of each head's final 1x1 convolution in the official checkpoints (identifies the task).
 PREDICTOR_KEYS: dict[Task, str] = {
     "pose": "conv_pose",
@@ -135,7 +141,9 @@ def build_head(
         "pointmap": PointmapHeadConfig,
     }[task]
     if not isinstance(cfg, expected):
-        raise TypeError(f"a {task} head needs a {expected.__name__}, got {type(cfg).__name__}")
+        raise TypeError(
+            f"{a_task(task)} head needs a {expected.__name__}, got {type(cfg).__name__}"
+        )
     if task == "pose":
         return PoseHeatmapHead(in_channels, cfg, **dd)
     if task == "seg":

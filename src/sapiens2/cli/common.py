@@ -2,14 +2,17 @@
 ``--help`` shows the defaults.
 
 Renamed flags keep their old name as a hidden alias (not in ``--help``, same destination), so
-that scripts written against an older release still run.
+that scripts written with the earlier names still run.
 """
 
 from __future__ import annotations
 
 import argparse
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+from sapiens2.models.task import TASKS
+
+__all__ = ["TASKS", "HelpFormatter", "add_device_argument", "add_hidden_alias", "add_task_argument"]
+
 DEVICE_DEFAULT = "auto"
 
 

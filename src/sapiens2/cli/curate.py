@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the raw image pool: image folder, .tar shard, glob or fsspec URL (s3://...), or a "
         ".txt list of image/tar URIs",
     )
-    add_hidden_alias(parser, "--input", "--data")  # its name before 0.1.0
+    add_hidden_alias(parser, "--input", "--data")  # the earlier name still works
     parser.add_argument(
         "--out", type=Path, required=True, help="output folder (shards, manifest, report)"
     )

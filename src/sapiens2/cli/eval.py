@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="pose: skip the flipped second pass",
     )
-    add_hidden_alias(parser, "--no-flip", "--no-flip-test")  # its name before 0.1.0
+    add_hidden_alias(parser, "--no-flip", "--no-flip-test")  # the earlier name still works
     add_device_argument(parser)
     parser.add_argument(
         "--dtype", default="fp32", help="weight and compute dtype: fp32, bf16 or fp16"

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="network input size (default: the arch's)",
     )
-    add_hidden_alias(parser, "--size", "--input-size")  # its name before 0.1.0
+    add_hidden_alias(parser, "--size", "--input-size")  # the earlier name still works
     parser.add_argument(
         "--save-features", action="store_true", help="also write <name>.npy (D, Hp, Wp)"
     )

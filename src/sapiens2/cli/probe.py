@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(256, 192),
         help="network input size",
     )
-    add_hidden_alias(parser, "--size", "--input-size")  # its name before 0.1.0
+    add_hidden_alias(parser, "--size", "--input-size")  # the earlier name still works
     parser.add_argument("--steps", type=int, default=400, help="head training steps")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="head learning rate")

@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 
 from sapiens2.data.metadata import keypoints308, seg29
+from sapiens2.errors import DataError
+from sapiens2.limits import DEFAULT, check_image_header
 
 __all__ = [
     "FOLDER_LAYOUT",
@@ -47,6 +49,7 @@ __all__ = [
     "decode_image",
     "decode_mask",
     "decode_normal",
+    "decode_npy",
     "decode_pointmap",
     "decode_seg",
     "encode_camera",
@@ -96,10 +99,6 @@ SHARD_EXT: dict[str, str] = {
 }
 
 
-class DataError(ValueError):
-    """Bad or missing data; the message names the file and the problem."""
-
-
 # --------------------------------------------------------------------------------------------------
 # Encoders (used by writers, shards and tests)
 
@@ -142,18 +141,33 @@ def _check_hw(arr: np.ndarray, hw: tuple[int, int] | None, name: str, what: str)
         )
 
 
-def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
+def _imdecode(data: bytes, name: str, flags: int, max_pixels: int | None = DEFAULT) -> np.ndarray:
     if not data:
         raise DataError(f"{name}: file is empty")
-    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    check_image_header(data, name, max_pixels)  # before decoding: a small file can declare GBs
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as e:  # e.g. over OpenCV's own 2**30-pixel limit
+        raise DataError(f"{name}: OpenCV cannot decode it ({_cv2_reason(e)})") from None
     if arr is None:
         raise DataError(f"{name}: not a readable image")
     return arr
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode an RGB image (grey and RGBA are converted; 16-bit is refused). Returns (H, W, 3) uint8."""
-    arr = _imdecode(data, name, cv2.IMREAD_UNCHANGED)
+def _cv2_reason(err: Exception) -> str:
+    """The useful line of an OpenCV error message."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = DEFAULT) -> np.ndarray:
+    """Decode an RGB image (grey and RGBA are converted; 16-bit is refused). Returns (H, W, 3) uint8.
+
+    An image whose header declares more than ``max_pixels`` pixels (default: the limit of
+    :mod:`sapiens2.limits`, 100 MP; None for none) raises :class:`ImageTooLargeError` (a
+    DataError) without being decoded.
+    """
+    arr = _imdecode(data, name, cv2.IMREAD_UNCHANGED, max_pixels)
     if arr.dtype != np.uint8:
         raise DataError(f"{name}: image must be 8-bit, got {arr.dtype}")
     if arr.ndim == 2:
@@ -169,7 +183,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB; a missing file raises :class:`DataError`."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: missing image")
+        raise DataError(f"{p}: {'not a regular file' if p.exists() else 'missing image'}")
     return decode_image(p.read_bytes(), str(p))
 
 
@@ -199,9 +213,30 @@ def decode_seg(
     return arr
 
 
-def _decode_npy(data: bytes, name: str) -> np.ndarray:
+def decode_npy(data: bytes, name: str) -> np.ndarray:
+    """Decode ``.npy`` bytes (never unpickling), after checking that the shape the header declares
+    fits the bytes that follow it (a 100-byte file cannot make us allocate gigabytes)."""
     if not data:
         raise DataError(f"{name}: file is empty")
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(buf)
+    except Exception as e:  # numpy raises ValueError, SyntaxError, UnicodeDecodeError...
+        raise DataError(f"{name}: not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{name}: .npy array of Python objects refused")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = len(data) - buf.tell()
+    if need != have:
+        raise DataError(
+            f"{name}: .npy header declares {shape} {dtype} ({need} bytes) but holds {have} bytes"
+        )
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as e:
@@ -209,7 +244,7 @@ def _decode_npy(data: bytes, name: str) -> np.ndarray:
 
 
 def _decode_map3(data: bytes, name: str, hw: tuple[int, int] | None, what: str) -> np.ndarray:
-    arr = _decode_npy(data, name)
+    arr = decode_npy(data, name)
     if arr.ndim != 3 or arr.shape[2] != 3 or not np.issubdtype(arr.dtype, np.floating):
         raise DataError(
             f"{name}: {what} must be a float (H, W, 3) array, got {arr.shape} {arr.dtype}"
@@ -652,7 +687,8 @@ class DatasetFolder:
     def _bytes(self, field: str, sample_id: str) -> tuple[bytes, str]:
         p = self.path(field, sample_id)
         if not p.is_file():
-            raise DataError(f"{p}: missing {field} file")
+            what = "not a regular file" if p.exists() else "missing"
+            raise DataError(f"{p}: {what} {field} file")
         return p.read_bytes(), str(p)
 
     def read(self, sample_id: str, fields: Iterable[str]) -> dict[str, Any]:

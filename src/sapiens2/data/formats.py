@@ -43,6 +43,7 @@ __all__ = [
     "PoseImage",
     "PoseInstance",
     "SegClasses",
+    "check_coco_structure",
     "coco_wholebody_to_308",
     "decode_albedo",
     "decode_camera",
@@ -366,7 +367,7 @@ def load_seg_classes(path: str | Path) -> SegClasses:
         d = json.loads(p.read_text())
     except FileNotFoundError as e:
         raise DataError(f"{p}: missing class list") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{p}: not valid JSON ({e})") from e
     names = d.get("names") if isinstance(d, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -390,10 +391,17 @@ def load_seg_classes(path: str | Path) -> SegClasses:
         out_pairs.append((a, b))
     palette = None
     if "palette" in d:
-        palette = np.asarray(d["palette"])
-        if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
-            raise DataError(f"{p}: palette must be {len(names)} RGB triples in 0..255")
-        palette = palette.astype(np.uint8)
+        rows = d["palette"]
+        if not (
+            isinstance(rows, list)
+            and len(rows) == len(names)
+            and all(
+                isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c)
+                for c in rows
+            )
+        ):
+            raise DataError(f"{p}: palette must be {len(names)} RGB triples of integers 0..255")
+        palette = np.asarray(rows, dtype=np.uint8)
     return SegClasses(names=tuple(names), flip_pairs=tuple(out_pairs), palette=palette)
 
 
@@ -468,8 +476,29 @@ def _pose_instance(
     num_keypoints: int,
     out_of_range: str,
 ) -> PoseInstance:
+    if not isinstance(ann, Mapping):
+        raise DataError(f"{name}: an annotation is a {type(ann).__name__}, not an object")
     ann_id = ann.get("id", -1)
-    where = f"{name}: annotation id={ann_id}"
+    where = f"{name}: annotation id={ann_id!r:.20}"
+    if not _is_int(ann_id) or not _is_int(ann.get("iscrowd", 0)):
+        raise DataError(f"{where}: 'id' and 'iscrowd' must be integers")
+    try:
+        return _parse_instance(ann, ann_id, width, height, where, num_keypoints, out_of_range)
+    except (TypeError, ValueError, OverflowError) as e:  # non-numbers where numbers belong
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{where}: keypoints and bbox must be numbers ({e})") from None
+
+
+def _parse_instance(
+    ann: Mapping[str, Any],
+    ann_id: int,
+    width: int,
+    height: int,
+    where: str,
+    num_keypoints: int,
+    out_of_range: str,
+) -> PoseInstance:
     if "goliath_wholebody_kpts" in ann:
         kp = np.asarray(ann["goliath_wholebody_kpts"], dtype=np.float64)
         if kp.size != num_keypoints * 3:
@@ -566,11 +595,9 @@ def load_pose_json(
         raise DataError(f"{p}: not valid JSON ({e})") from e
     if not isinstance(d, dict) or "images" not in d or "annotations" not in d:
         raise DataError(f"{p}: a pose file needs 'images' and 'annotations'")
+    check_coco_structure(d, str(p))
     images: dict[int, dict] = {}
     for im in d["images"]:
-        for k in ("id", "file_name", "width", "height"):
-            if k not in im:
-                raise DataError(f"{p}: image entry {im!r:.80} lacks {k!r}")
         if im["id"] in images:
             raise DataError(f"{p}: duplicate image id {im['id']}")
         images[im["id"]] = im
@@ -589,6 +616,36 @@ def load_pose_json(
             PoseImage(int(iid), str(im["file_name"]), int(im["width"]), int(im["height"]), inst)
         )
     return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_coco_structure(d: Mapping[str, Any], name: str) -> None:
+    """Raise :class:`DataError` unless ``d`` has the COCO structure a pose file needs: lists of
+    ``images`` (objects with an integer ``id``, a string ``file_name``, positive integer
+    ``width`` and ``height``) and ``annotations`` (objects with an integer ``image_id``; their
+    keypoints are checked when parsed)."""
+    images, anns = d.get("images"), d.get("annotations")
+    if not isinstance(images, list) or not isinstance(anns, list):
+        raise DataError(f"{name}: 'images' and 'annotations' must be lists")
+    for i, im in enumerate(images):
+        where = f"{name}: images[{i}]"
+        if not isinstance(im, dict):
+            raise DataError(f"{where} is a {type(im).__name__}, not an object")
+        for k in ("id", "file_name", "width", "height"):
+            if k not in im:
+                raise DataError(f"{where} ({im!r:.60}) lacks {k!r}")
+        if not _is_int(im["id"]) or not isinstance(im["file_name"], str):
+            raise DataError(f"{where}: 'id' must be an integer and 'file_name' a string")
+        if not all(_is_int(im[k]) and im[k] > 0 for k in ("width", "height")):
+            raise DataError(f"{where}: 'width' and 'height' must be positive integers")
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise DataError(f"{name}: annotations[{i}] is a {type(a).__name__}, not an object")
+        if not _is_int(a.get("image_id")):
+            raise DataError(f"{name}: annotations[{i}] needs an integer 'image_id'")
 
 
 def pose_json_dict(images: Iterable[PoseImage]) -> dict[str, Any]:

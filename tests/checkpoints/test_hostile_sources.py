@@ -202,3 +202,24 @@ def test_nonfinite_weights_are_refused_or_warned(tmp_path, caplog):
 def test_errors_are_sapiens2_errors_and_keep_their_builtin_types():
     assert issubclass(CheckpointError, Sapiens2Error) and issubclass(CheckpointError, ValueError)
     assert issubclass(ModelSourceError, FileNotFoundError)
+
+
+def test_hub_warnings_print_once(tmp_path, monkeypatch, no_download):
+    """huggingface_hub prints with a handler of its own and also passes records on to the root
+    logger: with the root logger configured (as the CLI does), each retry warning showed twice."""
+    printed = []
+
+    class Counting(logging.Handler):
+        def emit(self, record):
+            printed.append(record.getMessage())
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = logging.getLogger("huggingface_hub")
+    monkeypatch.setattr(hub, "handlers", [Counting()])  # the library's own handler
+    monkeypatch.setattr(hub, "propagate", True)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [Counting()])  # the application's (basicConfig)
+    with pytest.raises(ModelSourceError):
+        resolve_source("facebook/sapiens2-seg-0.4b", cache_dir=tmp_path)
+    logging.getLogger("huggingface_hub.utils._http").warning("retrying, says the hub")
+    assert printed == ["retrying, says the hub"]

@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo")
     )
     parser.add_argument(
-        "--model", required=True, metavar="SOURCE", help="task checkpoint: file, folder or hub id"
+        "--model",
+        required=True,
+        metavar="SOURCE",
+        help="task checkpoint: file, folder, hub id (owner/name or hf://owner/name/file) or demo:<task>",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")

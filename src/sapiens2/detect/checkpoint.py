@@ -355,7 +355,8 @@ def load_detector(
     Args:
         source: a ``.pth`` mmdet checkpoint, a ``.safetensors`` file written by
             :func:`save_detector` (or any mmdet-named safetensors), a hub id ``org/name``
-            (file ``rtmdet_m.pth``) or ``org/name/<file>``, or an mmdet-named state dict.
+            (file ``rtmdet_m.pth``) or ``hf://org/name/<file>``, or an mmdet-named state dict.
+            A path that does not exist is an error, never a hub download.
             Default: the official ``facebook/sapiens-pose-bbox-detector``.
         device: where to run (default CPU).
         exp_on_reg: override the regression-exp setting (default: from the file, else True).

@@ -161,7 +161,7 @@ def _load_predictor(args):
     if args.dtype == "auto":
         logger.info("computing in %s on %s (--dtype auto; --dtype fp32 for the reference precision)",
                     str(dtype).removeprefix("torch."), device)  # fmt: skip
-    allow = getattr(args, "allow_nonfinite", False)
+    allow = args.allow_nonfinite
     model = load_model(args.model, device=device, dtype=dtype, allow_nonfinite=allow)
     task = getattr(model, "task", None)
     if task is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +64,8 @@ def test_missing_local_paths_never_reach_the_hub(tmp_path, monkeypatch, fake_end
         with pytest.raises(ModelSourceError, match="not found: no file or folder") as err:
             sapiens2.load_model(source)
         assert source in str(err.value)
+    with pytest.raises(ModelSourceError, match="not found"):
+        sapiens2.load_model(Path("owner/sapiens2-seg-1b"))  # hub-shaped, but a Path: local
     for source in ("x/y", "x/y/z.pth", "a/b/c.safetensors"):
         with pytest.raises(ModelSourceError, match="not found") as err:
             load_detector(source)

@@ -68,6 +68,7 @@ def hub_reference(text: str) -> tuple[str, str | None] | None:
 
 def locate(source: str | os.PathLike[str], what: str = "model") -> Path | tuple[str, str | None]:
     """A local path, or ``(repo_id, file name or None)`` for the hub; never touches the network.
+    A ``Path`` object always names a local path.
 
     Raises:
         ModelSourceError: the source names a local path that does not exist (the message says how
@@ -85,7 +86,7 @@ def locate(source: str | os.PathLike[str], what: str = "model") -> Path | tuple[
     path = Path(text).expanduser()
     if path.exists():
         return path
-    ref = hub_reference(text)
+    ref = hub_reference(text) if isinstance(source, str) else None  # a Path is a local path
     owner = text.split("/", 1)[0]
     if ref is not None and not Path(owner).is_dir():
         return ref

@@ -47,8 +47,8 @@ def check_finite(
     message = f"{origin}: NaN or infinite values in {len(bad)} tensor(s): {list_names(bad, 4)}"
     if not allow_nonfinite:
         raise CheckpointError(
-            message + " (a broken or tampered file; allow_nonfinite=True / --allow-nonfinite "
-            "loads it anyway)"
+            message + " (a broken or tampered file; allow_nonfinite=True, or predict "
+            "--allow-nonfinite, loads it anyway)"
         )
     logger.warning("%s; loading it anyway (allow_nonfinite)", message)
 

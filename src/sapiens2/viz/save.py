@@ -225,7 +225,7 @@ class PredictionWriter:
                 str(path), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps or 25.0, (w, h)
             )
             if not writer.isOpened():
-                raise RuntimeError(f"cannot open a video writer for {path}")
+                raise OutputError(f"cannot open a video writer for {path}")
             self._videos[frame.item] = writer
             self.written.append(path)
         writer.write(np.ascontiguousarray(picture[..., ::-1]))

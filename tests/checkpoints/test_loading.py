@@ -150,10 +150,15 @@ def test_hub_id_resolves_from_local_cache_offline(tmp_path):
     )
     assert model.task == "seg"
     model = sapiens2.load_model(
-        "facebook/sapiens2-seg-0.4b/sapiens2_0.4b_seg.safetensors",
+        "hf://facebook/sapiens2-seg-0.4b/sapiens2_0.4b_seg.safetensors",
         cache_dir=tmp_path,
         local_files_only=True,
     )
     assert model.task == "seg"
-    with pytest.raises(FileNotFoundError, match="could not get"):
+    # a name ending in a file extension is a local path unless hf:// says otherwise
+    with pytest.raises(FileNotFoundError, match=r"no file or folder.*write hf://facebook/"):
+        sapiens2.load_model(
+            "facebook/sapiens2-seg-0.4b/sapiens2_0.4b_seg.safetensors", cache_dir=tmp_path
+        )
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
         sapiens2.load_model("facebook/sapiens2-seg-1b", cache_dir=tmp_path, local_files_only=True)

@@ -369,6 +369,7 @@ def test_prediction_writer_sends_only_its_settings_to_render_processes(models, m
 
 
 def test_background_writer_reraises_writer_errors(tmp_path):
+    from sapiens2.errors import OutputError
     from sapiens2.viz.save import BackgroundWriter
 
     class Failing:
@@ -383,7 +384,7 @@ def test_background_writer_reraises_writer_errors(tmp_path):
     inner = Failing()
     background = BackgroundWriter(inner)
     background.submit(None, None)
-    with pytest.raises(RuntimeError, match="writing predictions failed: disk full"):
+    with pytest.raises(OutputError, match="writing predictions failed: disk full"):
         background.close()
     assert inner.closed
 

@@ -182,6 +182,6 @@ def test_hub_id_resolves_through_the_hf_cache(tmp_path, monkeypatch, rtmdet_file
     assert det.model.config == tiny_detector.model.config
     # Not cached and offline: a clear error naming the repo and file, no network.
     with pytest.raises(
-        FileNotFoundError, match=r"'other\.pth'.*'facebook/sapiens-pose-bbox-detector'"
+        FileNotFoundError, match=r"facebook/sapiens-pose-bbox-detector/other\.pth is not in the"
     ):
-        load_detector(HUB_REPO + "/other.pth")
+        load_detector("hf://" + HUB_REPO + "/other.pth")

@@ -39,7 +39,7 @@ def test_user_boxes_validation_and_json(tmp_path):
     xyxy, scores = as_boxes([[1, 2, 3, 4, 0.5], [0, 0, 9, 9, 0.9]])
     assert xyxy.shape == (2, 4) and scores.tolist() == pytest.approx([0.5, 0.9])
     assert as_boxes([1, 2, 3, 4])[1].tolist() == [1.0]
-    with pytest.raises(ValueError, match="x2 >= x1"):
+    with pytest.raises(ValueError, match="x2 > x1"):
         as_boxes([[5, 0, 1, 4]])
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         as_boxes([[1, 2, 3]])

@@ -101,15 +101,16 @@ def test_prepared_inputs_must_match_the_predictor():
     np.testing.assert_array_equal(pose.prepare(img), img)  # pose crops need the boxes first
 
 
-def test_pose_all_people_of_an_image_in_one_forward_with_flip():
+def test_pose_crops_in_batches_of_at_most_batch_size_with_flip():
     model = CountingPose()
     pred = PosePredictor(model, input_size=(64, 48), batch_size=2)
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (50, 40, 3), dtype=np.uint8) for _ in range(3)]
     boxes = [np.array([[0, 0, 20, 30], [5, 5, 39, 49], [1, 1, 10, 10]]), np.zeros((0, 4)), None]
     res = pred.predict(imgs, boxes=boxes)
-    # image 0: 3 crops (x2 flip) in one forward; image 1: none; image 2: whole image
-    assert model.batches == [6, 2]
+    # image 0: 3 crops, 2 in the first forward (x2 flip), its third with image 2's whole-image
+    # crop (image 1 has none): no forward holds more than batch_size crops
+    assert model.batches == [4, 4]
     assert [r.num_people for r in res] == [3, 0, 1]
     assert res[0].keypoints.shape == (3, 308, 2) and res[0].scores.shape == (3, 308)
     np.testing.assert_array_equal(res[2].boxes, [[0, 0, 39, 49]])

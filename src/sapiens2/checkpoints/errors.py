@@ -4,8 +4,10 @@ from collections.abc import Mapping
 
 import torch
 
+from sapiens2.errors import Sapiens2Error
 
-class CheckpointError(ValueError):
+
+class CheckpointError(Sapiens2Error, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message names the problem."""
 
 

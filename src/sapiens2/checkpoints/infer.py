@@ -28,11 +28,19 @@ def _indices(sd: StateDict, prefix: str) -> list[int]:
     return sorted({int(m.group(1)) for k in sd if (m := pat.match(k))})
 
 
-def _shape(sd: StateDict, key: str) -> tuple[int, ...]:
-    try:
-        return tuple(sd[key].shape)
-    except KeyError:
-        raise CheckpointError(f"missing key {key}") from None
+def _shape(sd: StateDict, key: str, rank: int | None = None) -> tuple[int, ...]:
+    """The shape of ``sd[key]``, checked: a tensor of ``rank`` dimensions, all positive."""
+    if key not in sd:
+        raise CheckpointError(f"missing key {key}")
+    value = sd[key]
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"{key} is a {type(value).__name__}, not a tensor")
+    shape = tuple(value.shape)
+    if rank is not None and len(shape) != rank:
+        raise CheckpointError(f"{key} has shape {shape}; expected {rank} dimensions")
+    if not all(d > 0 for d in shape):
+        raise CheckpointError(f"{key} has an empty dimension: shape {shape}")
+    return shape
 
 
 def check_is_sapiens2(sd: StateDict) -> None:
@@ -55,21 +63,21 @@ def infer_arch(sd: StateDict) -> ArchConfig:
     A known arch is returned by its table name; other shapes give a ``custom_*`` config.
     """
     check_is_sapiens2(sd)
-    dim, in_ch, patch, _ = _shape(sd, "patch_embed.projection.weight")
+    dim, in_ch, patch, _ = _shape(sd, "patch_embed.projection.weight", 4)
     depth_ids = _indices(sd, "blocks.")
     depth = depth_ids[-1] + 1
     if depth_ids != list(range(depth)):
         raise CheckpointError(f"block indices are not contiguous: {depth_ids}")
     if "blocks.0.attn.q_norm.weight" in sd:
-        head_dim = _shape(sd, "blocks.0.attn.q_norm.weight")[0]
+        head_dim = _shape(sd, "blocks.0.attn.q_norm.weight", 1)[0]
     elif "rope_embed.periods" in sd:
-        head_dim = 4 * _shape(sd, "rope_embed.periods")[0]
+        head_dim = 4 * _shape(sd, "rope_embed.periods", 1)[0]
     else:
         raise CheckpointError("cannot tell the head dimension: no q_norm weight nor RoPE periods")
     if dim % head_dim:
         raise CheckpointError(f"width {dim} is not a multiple of the head dimension {head_dim}")
     heads = dim // head_dim
-    kv = [_shape(sd, f"blocks.{i}.attn.wk.weight")[0] // head_dim for i in range(depth)]
+    kv = [_shape(sd, f"blocks.{i}.attn.wk.weight", 2)[0] // head_dim for i in range(depth)]
     early = next((i for i, k in enumerate(kv) if k != heads), depth)
     late = next((i for i, k in enumerate(reversed(kv)) if k != heads), depth)
     middle = set(kv[early : depth - late])
@@ -84,7 +92,7 @@ def infer_arch(sd: StateDict) -> ArchConfig:
         embed_dim=dim,
         depth=depth,
         num_heads=heads,
-        ffn_dim=_shape(sd, "blocks.0.ffn.w3.weight")[1],
+        ffn_dim=_shape(sd, "blocks.0.ffn.w3.weight", 2)[1],
         num_kv_heads=num_kv,
         full_attn_early=early if num_kv else 8,
         full_attn_late=late if num_kv else 8,
@@ -95,13 +103,15 @@ def infer_arch(sd: StateDict) -> ArchConfig:
         proj_bias="blocks.0.attn.proj.bias" in sd,
         ffn_bias="blocks.0.ffn.w12.bias" in sd,
         with_cls_token="cls_token" in sd,
-        num_storage_tokens=_shape(sd, "storage_tokens")[1] if "storage_tokens" in sd else 0,
+        num_storage_tokens=_shape(sd, "storage_tokens", 3)[1] if "storage_tokens" in sd else 0,
         layer_scale_init=1e-4 if "blocks.0.attn.gamma.weight" in sd else None,
         rope_dtype=rope_dtype,
         final_norm="ln1.weight" in sd,
     )
     if "tokenizer.local_pos_embed" in sd:
-        window = math.isqrt(_shape(sd, "tokenizer.local_pos_embed")[1] - 1)
+        window = math.isqrt(_shape(sd, "tokenizer.local_pos_embed", 3)[1] - 1)
+        if window < 1:
+            raise CheckpointError("tokenizer.local_pos_embed holds no window positions")
         cfg = replace(
             cfg,
             use_tokenizer=True,
@@ -172,7 +182,7 @@ def _stages(sd: StateDict, prefix: str, transpose: bool = False) -> tuple[tuple,
     """Output channels and kernel sizes of ``[conv, norm, act]`` stages under ``prefix``."""
     chans, kernels = [], []
     for i in _indices(sd, prefix):
-        shape = _shape(sd, f"{prefix}{i}.weight") if f"{prefix}{i}.weight" in sd else None
+        shape = _shape(sd, f"{prefix}{i}.weight", 4) if f"{prefix}{i}.weight" in sd else None
         if shape is None:
             continue  # a norm with weights (albedo), not a conv
         chans.append(shape[1] if transpose else shape[0])
@@ -189,11 +199,11 @@ def infer_head(task: Task, sd: StateDict, token_grid: tuple[int, int] | None = N
     if task in ("pose", "seg"):
         deconv, deconv_k = _stages(sd, "deconv_layers.", transpose=True)
         conv, conv_k = _stages(sd, "conv_layers.")
-        out = _shape(sd, f"{PREDICTOR_KEYS[task]}.weight")[0]
+        out = _shape(sd, f"{PREDICTOR_KEYS[task]}.weight", 4)[0]
         if task == "pose":
             return PoseHeadConfig(deconv, deconv_k, conv, conv_k, num_keypoints=out)
         return SegHeadConfig(deconv, deconv_k, conv, conv_k, num_classes=out)
-    ups = [_shape(sd, f"upsample_blocks.{j}.0.weight") for j in _indices(sd, "upsample_blocks.")]
+    ups = [_shape(sd, f"upsample_blocks.{j}.0.weight", 4) for j in _indices(sd, "upsample_blocks.")]
     if not ups:
         raise CheckpointError(f"{task} head without upsample_blocks")
     conv, conv_k = _stages(sd, "conv_layers.")
@@ -202,13 +212,13 @@ def infer_head(task: Task, sd: StateDict, token_grid: tuple[int, int] | None = N
         "upsample_kernel": ups[0][-1],
         "conv_channels": conv,
         "conv_kernels": conv_k,
-        "out_channels": _shape(sd, f"{PREDICTOR_KEYS[task]}.weight")[0],
+        "out_channels": _shape(sd, f"{PREDICTOR_KEYS[task]}.weight", 4)[0],
     }
     if task != "pointmap":
         return DenseHeadConfig(**dense)
     scale, _ = _stages(sd, "scale_conv_layers.")
     linear = [
-        _shape(sd, f"scale_final_layer.{i}.weight") for i in _indices(sd, "scale_final_layer.")
+        _shape(sd, f"scale_final_layer.{i}.weight", 2) for i in _indices(sd, "scale_final_layer.")
     ]
     if not scale or not linear:
         raise CheckpointError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -88,8 +87,11 @@ def _read_torch(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
             f"{path}: holds Python objects other than tensors and plain containers; refusing to "
             f"unpickle it (convert it to .safetensors). Details: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    except Exception as err:  # torch.load raises RuntimeError, EOFError, IndexError... on junk
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first})"
+        ) from err
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
@@ -97,6 +99,9 @@ def _read_torch(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: does not contain a state dict of tensors")
+    not_str = [k for k in obj if not isinstance(k, str)]
+    if not_str:
+        raise CheckpointError(f"{path}: state dict keys must be strings, found {not_str[:4]!r}")
     if device.type == "meta":
         return {k: torch.empty_like(v, device="meta") for k, v in obj.items()}
     return dict(obj)

@@ -10,6 +10,8 @@ import logging
 import sys
 from types import ModuleType
 
+from sapiens2.errors import Sapiens2Error
+
 
 def _command_modules() -> list[ModuleType]:
     # Imported here so `sapiens2 --help` stays fast and one broken command cannot hide the others.
@@ -72,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the user can fix, printed as one line: the project's own errors, the environment's
+# (missing files, permissions, a full disk), and the ValueError / KeyError the commands raise about
+# their arguments. Anything else is a bug and keeps its traceback; -v shows every traceback.
+USER_ERRORS = (Sapiens2Error, OSError, ValueError, KeyError)
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line message of a user error (a KeyError's message without its quotes)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else err
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    return " ".join(str(text).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -81,11 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        # Errors we raise carry a message meant for the user; no traceback unless --verbose.
+    except USER_ERRORS as err:
         if args.verbose:
             raise
-        print(f"sapiens2 {args.command}: error: {err}", file=sys.stderr)
+        print(f"sapiens2 {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_task_argument(parser, help="the model's task (what is predicted and written)")
     parser.add_argument(
-        "--model", required=True, metavar="SOURCE", help="task checkpoint: file, folder or hub id"
+        "--model",
+        required=True,
+        metavar="SOURCE",
+        help="task checkpoint: file, folder, hub id (owner/name or hf://owner/name/file) or demo:<task>",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_device_argument(parser)
@@ -113,6 +116,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "seg and pose on a GPU, where it keeps the model's threads from waiting for Python's "
         "lock; not on a CPU)",
     )  # fmt: skip
+    add_limit_arguments(parser)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The resource limits and safety overrides (docs/security.md)."""
+    from sapiens2.inference.boxes import MAX_BOXES
+    from sapiens2.limits import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+        help="skip images and videos with more pixels (per frame) than this, read from the file "
+        "header before decoding (default %(default)g; 0: no limit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-boxes", type=int, default=MAX_BOXES, metavar="N",
+        help="pose: at most this many person boxes per image (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-nonfinite", action="store_true",
+        help="load weights holding NaN or infinite values (with a warning) instead of refusing them",
+    )  # fmt: skip
 
 
 def default_io_workers() -> int:
@@ -137,7 +161,8 @@ def _load_predictor(args):
     if args.dtype == "auto":
         logger.info("computing in %s on %s (--dtype auto; --dtype fp32 for the reference precision)",
                     str(dtype).removeprefix("torch."), device)  # fmt: skip
-    model = load_model(args.model, device=device, dtype=dtype)
+    allow = args.allow_nonfinite
+    model = load_model(args.model, device=device, dtype=dtype, allow_nonfinite=allow)
     task = getattr(model, "task", None)
     if task is None:
         raise ValueError(
@@ -149,7 +174,7 @@ def _load_predictor(args):
         )
     mask_model = None
     if args.mask_model:
-        mask_model = load_model(args.mask_model, device=device, dtype=dtype)
+        mask_model = load_model(args.mask_model, device=device, dtype=dtype, allow_nonfinite=allow)
         if getattr(mask_model, "task", None) != "seg":
             raise ValueError(
                 f"--mask-model {args.mask_model} must be a seg checkpoint, got {a_task(getattr(mask_model, 'task', None) or 'backbone')} one"
@@ -164,7 +189,13 @@ def _load_predictor(args):
         detector=detector,
         batch_size=args.batch_size,
         compile=args.compile,
+        max_boxes=args.max_boxes,
+        max_pixels=_max_pixels(args),
     )
+
+
+def _max_pixels(args) -> int | None:
+    return int(args.max_megapixels * 1e6) if args.max_megapixels > 0 else None
 
 
 def _load_detector(args, device):
@@ -178,12 +209,13 @@ def _load_detector(args, device):
             logger.info("no RTMDet weights in the hub cache; person boxes from %s",
                         "the --mask-model" if args.mask_model else "the whole image")  # fmt: skip
             return None
-        return load_detector(cached, device=device)
+        return load_detector(cached, device=device, allow_nonfinite=args.allow_nonfinite)
     if choice in ("seg", "none"):
         if choice == "seg" and not args.mask_model:
             raise ValueError("--detector seg needs a --mask-model (a seg checkpoint)")
         return None
-    return load_detector(HUB_REPO if choice == "rtmdet" else choice, device=device)
+    source = HUB_REPO if choice == "rtmdet" else choice
+    return load_detector(source, device=device, allow_nonfinite=args.allow_nonfinite)
 
 
 @dataclass
@@ -199,6 +231,7 @@ class PredictStats:
     frames: int = 0
     people: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     predict_seconds: float = 0.0
     read_wait_seconds: float = 0.0
@@ -219,10 +252,13 @@ def predict_items(
     in_flight: int | None = None,
     render_processes: bool | None = None,
     render_workers: int | None = None,
+    max_pixels: int | None = -1,
 ) -> PredictStats:
     """Predict on media items (from ``expand_media``) and write the outputs with ``writer`` (a
-    ``PredictionWriter``), closing it at the end. Unreadable files are logged, counted in
-    ``skipped`` and passed over.
+    ``PredictionWriter``), closing it at the end. Unreadable files (and images over
+    ``max_pixels``) are logged, counted in ``skipped`` and passed over; a frame whose prediction
+    fails with an error about that input (bad boxes or mask, out of memory) is logged and counted
+    in ``failed`` (frame name, reason), and the run goes on with the others.
 
     Frames are decoded (and resized for the network, ``predictor.prepare``) on ``io_workers``
     threads, and outputs drawn and written on ``render_workers`` threads or, with
@@ -234,7 +270,8 @@ def predict_items(
     ``render_processes`` defaults to on for seg and pose on an accelerator, where the threads that
     drive the model must not wait for the interpreter lock (the other dense tasks' float maps
     cost more to send to a process than the lock costs); ``render_workers`` to ``io_workers``
-    threads or :func:`default_render_processes` processes.
+    threads or :func:`default_render_processes` processes. ``max_pixels``: see
+    :mod:`sapiens2.limits` (-1: the default limit, None: none).
     """
     from sapiens2.inference.boxes import lookup_boxes
     from sapiens2.inference.media import FrameReader, count_frames, find_mask, read_mask
@@ -251,46 +288,80 @@ def predict_items(
     stats = PredictStats()
     start = time.perf_counter()
     batch: list = []
-    running: deque[tuple[list, Future]] = deque()  # batches being predicted, in order
+    running: deque[tuple[list, dict, Future]] = deque()  # batches being predicted, in order
+    item_errors = _item_errors()
+
+    def fail(frame, err: BaseException) -> None:
+        logger.warning("%s: prediction failed, going on with the others: %s", frame.name, err)
+        logger.debug("%s: prediction failed", frame.name, exc_info=err)
+        stats.failed.append((frame.name, str(err)))
+        bar.update(1)
+
+    def one_by_one(frames: list, kwargs: dict) -> list[tuple]:
+        """After a batch failed: each frame alone, so that one bad input costs only itself."""
+        done = []
+        for j, frame in enumerate(frames):
+            try:
+                one = {k: [v[j]] for k, v in kwargs.items()}
+                done.append((frame, predictor.predict([_input(frame)], **one)[0]))
+            except item_errors as err:
+                fail(frame, err)
+        return done
 
     def finish_oldest() -> None:
-        frames, future = running.popleft()
+        frames, kwargs, future = running.popleft()
         t0 = time.perf_counter()
-        results = future.result()
+        try:
+            done = list(zip(frames, future.result(), strict=True))
+        except item_errors:
+            done = one_by_one(frames, kwargs)
         t1 = time.perf_counter()
         stats.predict_seconds += t1 - t0
-        for frame, result in zip(frames, results, strict=True):
+        for frame, result in done:
             background.submit(frame, result)
             stats.people += getattr(result, "num_people", 0)
         stats.write_wait_seconds += time.perf_counter() - t1
-        stats.frames += len(frames)
-        bar.update(len(frames))
+        stats.frames += len(done)
+        bar.update(len(done))
 
     def flush() -> None:
         if not batch:
             return
+        frames, boxes, masks = [], [], []
+        for f in batch:
+            try:
+                if boxes_table is not None:
+                    key = f.item.path.name if f.item.kind == "image" else f.name
+                    boxes.append(lookup_boxes(boxes_table, key))
+                if mask_dir:
+                    path = find_mask(mask_dir, f)
+                    if path is None:
+                        logger.warning("no mask for %s in %s; not masking it", f.name, mask_dir)
+                    masks.append(read_mask(path) if path is not None else None)
+            except item_errors as err:
+                del boxes[len(frames) :], masks[len(frames) :]
+                fail(f, err)
+                continue
+            frames.append(f)
+        batch.clear()
+        if not frames:
+            return
         kwargs = {}
         if boxes_table is not None:
-            kwargs["boxes"] = [lookup_boxes(boxes_table, f.item.path.name if f.item.kind == "image" else f.name)
-                               for f in batch]  # fmt: skip
+            kwargs["boxes"] = boxes
         if mask_dir:
-            masks = []
-            for f in batch:
-                path = find_mask(mask_dir, f)
-                if path is None:
-                    logger.warning("no mask for %s in %s; not masking it", f.name, mask_dir)
-                masks.append(read_mask(path) if path is not None else None)
             kwargs["masks"] = masks
         while len(running) >= in_flight:
             finish_oldest()
-        frames = list(batch)
-        inputs = [f.rgb if f.prepared is None else f.prepared for f in frames]
-        running.append((frames, pool.submit(predictor.predict, inputs, **kwargs)))
-        batch.clear()
+        inputs = [_input(f) for f in frames]
+        running.append((frames, kwargs, pool.submit(predictor.predict, inputs, **kwargs)))
 
     with (
         FrameReader(
-            items, workers=io_workers, prepare=getattr(predictor, "prepare", None)
+            items,
+            workers=io_workers,
+            prepare=getattr(predictor, "prepare", None),
+            max_pixels=max_pixels,
         ) as reader,
         BackgroundWriter(writer, workers=render_workers, processes=render_processes) as background,
         ThreadPoolExecutor(in_flight, thread_name_prefix="sapiens2-predict") as pool,
@@ -324,11 +395,28 @@ def predict_items(
     return stats
 
 
+def _input(frame):
+    """What a frame gives ``Predictor.predict``: its prepared network input, else its pixels."""
+    return frame.rgb if frame.prepared is None else frame.prepared
+
+
+def _item_errors() -> tuple[type[BaseException], ...]:
+    """Errors that concern one input (bad boxes, a bad mask, an input too big for the memory):
+    the frame is skipped and the run goes on. Anything else is a bug and stops the run."""
+    import cv2
+    import torch
+
+    from sapiens2.errors import Sapiens2Error
+
+    oom = getattr(torch, "OutOfMemoryError", MemoryError)
+    return (Sapiens2Error, ValueError, MemoryError, oom, cv2.error)
+
+
 def run(args: argparse.Namespace) -> int:
     from sapiens2.device import resolve_device
-    from sapiens2.inference.boxes import load_boxes_json
+    from sapiens2.errors import UsageError
     from sapiens2.inference.media import expand_media
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.outdir import OutputLock, command_line, prepare_out_dir
 
     resolve_device(args.device)  # an unavailable device is reported before anything is read
     if args.batch_size < 1:
@@ -341,8 +429,32 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--io-workers must be >= 1, got {args.io_workers}")
     if args.mask_dir and not args.mask_dir.is_dir():
         raise FileNotFoundError(f"--mask-dir {args.mask_dir} is not a folder")
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise UsageError(f"--input-size must be two positive numbers, got {args.input_size}")
+    if args.max_boxes < 1 or args.max_megapixels < 0:
+        raise UsageError("--max-boxes must be >= 1 and --max-megapixels >= 0")
     items = expand_media(args.media)
-    boxes_table = load_boxes_json(args.boxes) if args.boxes else None
+    if not items:
+        raise UsageError("no input to read (special files are skipped)")
+    prepare_out_dir(args.out, [item.path for item in items])
+    with OutputLock(args.out, command_line()):
+        return _run(args, items)
+
+
+def _run(args: argparse.Namespace, items) -> int:
+    from sapiens2.inference.boxes import load_boxes_json, unmatched_keys
+    from sapiens2.viz.save import PredictionWriter
+
+    boxes_table = None
+    if args.boxes:
+        boxes_table = load_boxes_json(args.boxes, max_boxes=args.max_boxes)
+        unknown, missing = unmatched_keys(boxes_table, items)
+        if unknown:
+            logger.warning("%s: %d key(s) match no input and are not used: %s", args.boxes,
+                           len(unknown), ", ".join(sorted(unknown)[:10]))  # fmt: skip
+        if missing:
+            logger.warning("%s: no boxes for %d image(s), which get the detector's or the whole "
+                           "image's: %s", args.boxes, len(missing), ", ".join(missing[:10]))  # fmt: skip
     predictor = _load_predictor(args)
     writer = PredictionWriter(
         args.task,
@@ -369,6 +481,7 @@ def run(args: argparse.Namespace) -> int:
         io_workers=args.io_workers or default_io_workers(),
         render_processes=args.render_processes,
         render_workers=args.io_workers,
+        max_pixels=_max_pixels(args),
     )
     logger.info(
         "time: %.1f s in predict (pre-processing, forward, decoding), %.1f s waiting for decoded "
@@ -380,7 +493,10 @@ def run(args: argparse.Namespace) -> int:
     )
     done, skipped = stats.frames, stats.skipped
     bad = {path for path, _ in skipped}
-    images = sum(item.kind == "image" and item.path not in bad for item in items)
+    failed = {name for name, _ in stats.failed}
+    images = sum(
+        item.kind == "image" and item.path not in bad and item.name not in failed for item in items
+    )
     videos = sum(item.kind == "video" and item.path not in bad for item in items)
     summary = (
         f"{args.task}: {done} frame(s) ({images} image(s), {done - images} video frame(s) "
@@ -393,8 +509,12 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; skipped {len(skipped)} unreadable file(s): " + ", ".join(
             str(p) for p, _ in skipped
         )
+    if stats.failed:
+        summary += f"; prediction failed for {len(stats.failed)} frame(s): " + ", ".join(
+            f"{name} ({reason})" for name, reason in stats.failed[:10]
+        )
     print(summary)
     if done == 0:
         logger.error("nothing was predicted")
         return 1
-    return 0
+    return 1 if stats.failed else 0

@@ -27,11 +27,14 @@ class ReadConfig:
         min_side: drop images whose short side is below this many pixels ("tiny").
         max_aspect: drop images whose long/short side ratio exceeds this ("extreme_aspect").
         max_bytes: drop files larger than this many bytes ("too_large"), before decoding.
+        max_pixels: drop images whose header declares more pixels than this
+            ("too_many_pixels"), before decoding (``None``: no limit; docs/security.md).
     """
 
     min_side: int = 384
     max_aspect: float = 3.0
     max_bytes: int = 64 * 1024 * 1024
+    max_pixels: int | None = 100_000_000
 
 
 @dataclass(frozen=True)

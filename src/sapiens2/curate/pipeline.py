@@ -34,8 +34,9 @@ from sapiens2.curate.balance import balance, seeded_rank
 from sapiens2.curate.config import CurateConfig
 from sapiens2.curate.dedup import deduplicate
 from sapiens2.curate.quality import QualityCheck
-from sapiens2.curate.sources import list_units
+from sapiens2.curate.sources import list_units, local_path
 from sapiens2.curate.stages import analyse_batch, read_batch
+from sapiens2.outdir import OutputLock, prepare_out_dir
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +165,24 @@ class Pipeline:
 
     # ----------------------------------------------------------------- run
     def run(self) -> CurateResult:
-        """Run (or resume) every stage; returns the result with the report."""
+        """Run (or resume) every stage; returns the result with the report.
+
+        Raises:
+            OutputError: ``out`` holds an input (or lies in the input folder), cannot be
+                written, or another run is using it.
+        """
         units = list_units(self.source)
+        source = local_path(self.source)
+        prepare_out_dir(
+            self.out,
+            [p for u in units if (p := local_path(u.uri)) is not None],
+            input_dirs=[source] if source is not None and source.is_dir() else [],
+            flag="curation output",
+        )
+        with OutputLock(self.out, "curate"):
+            return self._run(units)
+
+    def _run(self, units) -> CurateResult:
         self.work.mkdir(parents=True, exist_ok=True)
         listing = _digest([(u.uri, u.kind) for u in units])
         d = self.cfg.to_dict()

@@ -135,7 +135,8 @@ def write_outputs(
             )
             group = thumbs.setdefault(sel["cluster"], [])
             if len(group) < w.grid_size:
-                group.append(thumbnail(decode_image(data, r["uid"]), w.thumb))
+                rgb = decode_image(data, r["uid"], max_pixels=cfg.read.max_pixels)
+                group.append(thumbnail(rgb, w.thumb))
     (out / "manifest.jsonl").write_text(
         "".join(json.dumps(m, sort_keys=True) + "\n" for m in manifest)
     )

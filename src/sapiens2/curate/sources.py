@@ -10,6 +10,8 @@ all derive from uids, never from arrival order.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,16 +88,20 @@ def list_units(source: str) -> list[Unit]:
     fs, path = fsspec.core.url_to_fs(source)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     units: list[Unit] = []
-    if any(ch in path for ch in "*?["):
-        for p in sorted(fs.glob(path)):
+    if any(ch in path for ch in "*?[") or fs.isdir(path):
+        found = (
+            fs.glob(path, detail=True)
+            if any(ch in path for ch in "*?[")
+            else fs.find(path, detail=True)
+        )
+        for p in sorted(found):
             kind = _kind(p)
-            if kind:
-                units.append(Unit(_join(protocol, p), kind))
-    elif fs.isdir(path):
-        for p in sorted(fs.find(path)):
-            kind = _kind(p)
-            if kind:
-                units.append(Unit(_join(protocol, p), kind))
+            if kind is None:
+                continue
+            if found[p].get("type") != "file":  # FIFOs, devices, links to them: never read
+                logger.warning("%s: not a regular file, skipped", p)
+                continue
+            units.append(Unit(_join(protocol, p), kind))
     elif fs.isfile(path):
         if _ext(path) in LIST_EXTS:
             with fs.open(path, "rt") as f:
@@ -116,6 +122,8 @@ def list_units(source: str) -> list[Unit]:
                     f"{source}: not an image, a .tar shard or a URL list ({', '.join(LIST_EXTS)})"
                 )
             units.append(Unit(source, kind))
+    elif fs.exists(path):
+        raise ValueError(f"curation input {source} is not a regular file or folder")
     else:
         raise FileNotFoundError(f"curation input {source} does not exist")
     if not units:
@@ -123,8 +131,32 @@ def list_units(source: str) -> list[Unit]:
     return units
 
 
+def local_path(uri: str) -> Path | None:
+    """The local path of a ``file://`` or plain URI (None for other protocols)."""
+    if "://" not in uri:
+        return Path(uri)
+    if uri.startswith(("file://", "local://")):
+        return Path(uri.split("://", 1)[1])
+    return None
+
+
+def _special(uri: str) -> bool:
+    """Whether ``uri`` is a local path that exists but is no regular file (a FIFO, a device or a
+    link to one): opening it could block forever or read without end."""
+    path = local_path(uri)
+    try:
+        return path is not None and not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # missing: reading reports it
+
+
 def iter_unit(unit: Unit, max_bytes: int) -> Iterator[Item]:
-    """Yield the image(s) of a unit with their bytes; read failures become items with ``error``."""
+    """Yield the image(s) of a unit with their bytes; read failures become items with ``error``
+    (``not_regular_file`` for FIFOs and devices, which are never opened)."""
+    if _special(unit.uri):
+        logger.warning("%s: not a regular file, skipped", unit.uri)
+        yield Item(unit.uri, unit.uri, "", -1, 0, b"", "not_regular_file")
+        return
     if unit.kind == "file":
         try:
             with fsspec.open(unit.uri, "rb") as f:

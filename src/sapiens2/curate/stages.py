@@ -42,7 +42,7 @@ def _kept(batch: Batch) -> np.ndarray:
     return np.asarray([d == "" for d in batch["drop"]], bool)
 
 
-def _decode_row(batch: Batch, i: int) -> np.ndarray | None:
+def _decode_row(batch: Batch, i: int, max_pixels: int | None) -> np.ndarray | None:
     try:
         data = read_item(
             str(batch["uri"][i]),
@@ -50,7 +50,7 @@ def _decode_row(batch: Batch, i: int) -> np.ndarray | None:
             int(batch["offset"][i]),
             int(batch["size"][i]),
         )
-        return decode_image(data, str(batch["uid"][i]))
+        return decode_image(data, str(batch["uid"][i]), max_pixels=max_pixels)
     except (OSError, DataError) as e:
         logger.warning("%s: cannot re-read: %s", batch["uid"][i], e)
         return None
@@ -118,6 +118,7 @@ class AnalyseStage:
             embedder = BackboneEmbedder(e.model, e.pool, e.input_size, cfg.device)
         self.detector, self.embedder = detector, embedder
         self.min_side = cfg.person.min_box_short_side
+        self.max_pixels = cfg.read.max_pixels
         self.checks = builtin_checks(cfg.quality) + list(extra_checks or [])
         names = [c.scorer.name for c in self.checks]
         if len(set(names)) != len(names):
@@ -133,7 +134,7 @@ class AnalyseStage:
         scores = {c.scorer.name: np.full(n, np.nan) for c in self.checks}
         emb = np.full(n, b"", dtype=object)
         for i in range(n):
-            rgb = _decode_row(batch, i)
+            rgb = _decode_row(batch, i, self.max_pixels)
             if rgb is None:
                 drop[i], stage[i] = "reread_error", "person"
                 continue

@@ -1,7 +1,8 @@
 """Stage 1, read and validate: decode each image and drop the unusable ones, saying why.
 
-Drop reasons: ``fetch_error`` / ``unreadable_tar`` / ``too_large`` (from reading), ``unreadable`` (not a
-decodable 8-bit image), ``tiny`` (short side below ``min_side``), ``extreme_aspect`` (long/short side
+Drop reasons: ``fetch_error`` / ``unreadable_tar`` / ``too_large`` / ``not_regular_file`` (from
+reading), ``too_many_pixels`` (the header declares more than ``max_pixels``; never decoded),
+``unreadable`` (not a decodable 8-bit image), ``tiny`` (short side below ``min_side``), ``extreme_aspect`` (long/short side
 above ``max_aspect``). Kept images also get their SHA-256 and 64-bit perceptual hash here (cheap, and
 decoded once).
 """
@@ -17,11 +18,14 @@ from sapiens2.curate.config import ReadConfig
 from sapiens2.curate.phash import phash64
 from sapiens2.curate.sources import Item
 from sapiens2.data.formats import DataError, decode_image
+from sapiens2.errors import ImageTooLargeError
 
 DROP_REASONS = (
     "fetch_error",
     "unreadable_tar",
     "too_large",
+    "not_regular_file",
+    "too_many_pixels",
     "unreadable",
     "tiny",
     "extreme_aspect",
@@ -58,7 +62,9 @@ def validate_item(item: Item, cfg: ReadConfig) -> tuple[Validated, np.ndarray | 
     if item.error:
         return Validated(item.error), None
     try:
-        rgb = decode_image(item.data, item.uid)
+        rgb = decode_image(item.data, item.uid, max_pixels=cfg.max_pixels)
+    except ImageTooLargeError:  # known from the header, before decoding
+        return Validated("too_many_pixels"), None
     except DataError:
         return Validated("unreadable"), None
     h, w = rgb.shape[:2]

@@ -464,7 +464,7 @@ class PoseDataset(_TaskDataset):
                 name = index.name(i, SHARD_EXT["pose"])
                 try:
                     anns = json.loads(index.read(i, [SHARD_EXT["pose"]])[SHARD_EXT["pose"]])
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
                     raise DataError(f"{name}: not valid JSON ({e})") from e
                 # the image size is checked when the sample is loaded
                 for inst in parse_pose_annotations(anns, 1 << 30, 1 << 30, name):

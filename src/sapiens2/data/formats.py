@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 
 from sapiens2.data.metadata import keypoints308, seg29
+from sapiens2.errors import DataError
+from sapiens2.limits import DEFAULT, check_image_header
 
 __all__ = [
     "FOLDER_LAYOUT",
@@ -41,12 +43,14 @@ __all__ = [
     "PoseImage",
     "PoseInstance",
     "SegClasses",
+    "check_coco_structure",
     "coco_wholebody_to_308",
     "decode_albedo",
     "decode_camera",
     "decode_image",
     "decode_mask",
     "decode_normal",
+    "decode_npy",
     "decode_pointmap",
     "decode_seg",
     "encode_camera",
@@ -96,10 +100,6 @@ SHARD_EXT: dict[str, str] = {
 }
 
 
-class DataError(ValueError):
-    """Bad or missing data; the message names the file and the problem."""
-
-
 # --------------------------------------------------------------------------------------------------
 # Encoders (used by writers, shards and tests)
 
@@ -142,18 +142,33 @@ def _check_hw(arr: np.ndarray, hw: tuple[int, int] | None, name: str, what: str)
         )
 
 
-def _imdecode(data: bytes, name: str, flags: int) -> np.ndarray:
+def _imdecode(data: bytes, name: str, flags: int, max_pixels: int | None = DEFAULT) -> np.ndarray:
     if not data:
         raise DataError(f"{name}: file is empty")
-    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    check_image_header(data, name, max_pixels)  # before decoding: a small file can declare GBs
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as e:  # e.g. over OpenCV's own 2**30-pixel limit
+        raise DataError(f"{name}: OpenCV cannot decode it ({_cv2_reason(e)})") from None
     if arr is None:
         raise DataError(f"{name}: not a readable image")
     return arr
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode an RGB image (grey and RGBA are converted; 16-bit is refused). Returns (H, W, 3) uint8."""
-    arr = _imdecode(data, name, cv2.IMREAD_UNCHANGED)
+def _cv2_reason(err: Exception) -> str:
+    """The useful line of an OpenCV error message."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = DEFAULT) -> np.ndarray:
+    """Decode an RGB image (grey and RGBA are converted; 16-bit is refused). Returns (H, W, 3) uint8.
+
+    An image whose header declares more than ``max_pixels`` pixels (default: the limit of
+    :mod:`sapiens2.limits`, 100 MP; None for none) raises :class:`ImageTooLargeError` (a
+    DataError) without being decoded.
+    """
+    arr = _imdecode(data, name, cv2.IMREAD_UNCHANGED, max_pixels)
     if arr.dtype != np.uint8:
         raise DataError(f"{name}: image must be 8-bit, got {arr.dtype}")
     if arr.ndim == 2:
@@ -169,7 +184,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB; a missing file raises :class:`DataError`."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: missing image")
+        raise DataError(f"{p}: {'not a regular file' if p.exists() else 'missing image'}")
     return decode_image(p.read_bytes(), str(p))
 
 
@@ -199,9 +214,30 @@ def decode_seg(
     return arr
 
 
-def _decode_npy(data: bytes, name: str) -> np.ndarray:
+def decode_npy(data: bytes, name: str) -> np.ndarray:
+    """Decode ``.npy`` bytes (never unpickling), after checking that the shape the header declares
+    fits the bytes that follow it (a 100-byte file cannot make us allocate gigabytes)."""
     if not data:
         raise DataError(f"{name}: file is empty")
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(buf)
+    except Exception as e:  # numpy raises ValueError, SyntaxError, UnicodeDecodeError...
+        raise DataError(f"{name}: not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{name}: .npy array of Python objects refused")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = len(data) - buf.tell()
+    if need != have:
+        raise DataError(
+            f"{name}: .npy header declares {shape} {dtype} ({need} bytes) but holds {have} bytes"
+        )
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as e:
@@ -209,7 +245,7 @@ def _decode_npy(data: bytes, name: str) -> np.ndarray:
 
 
 def _decode_map3(data: bytes, name: str, hw: tuple[int, int] | None, what: str) -> np.ndarray:
-    arr = _decode_npy(data, name)
+    arr = decode_npy(data, name)
     if arr.ndim != 3 or arr.shape[2] != 3 or not np.issubdtype(arr.dtype, np.floating):
         raise DataError(
             f"{name}: {what} must be a float (H, W, 3) array, got {arr.shape} {arr.dtype}"
@@ -331,7 +367,7 @@ def load_seg_classes(path: str | Path) -> SegClasses:
         d = json.loads(p.read_text())
     except FileNotFoundError as e:
         raise DataError(f"{p}: missing class list") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{p}: not valid JSON ({e})") from e
     names = d.get("names") if isinstance(d, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -355,10 +391,17 @@ def load_seg_classes(path: str | Path) -> SegClasses:
         out_pairs.append((a, b))
     palette = None
     if "palette" in d:
-        palette = np.asarray(d["palette"])
-        if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
-            raise DataError(f"{p}: palette must be {len(names)} RGB triples in 0..255")
-        palette = palette.astype(np.uint8)
+        rows = d["palette"]
+        if not (
+            isinstance(rows, list)
+            and len(rows) == len(names)
+            and all(
+                isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c)
+                for c in rows
+            )
+        ):
+            raise DataError(f"{p}: palette must be {len(names)} RGB triples of integers 0..255")
+        palette = np.asarray(rows, dtype=np.uint8)
     return SegClasses(names=tuple(names), flip_pairs=tuple(out_pairs), palette=palette)
 
 
@@ -433,8 +476,29 @@ def _pose_instance(
     num_keypoints: int,
     out_of_range: str,
 ) -> PoseInstance:
+    if not isinstance(ann, Mapping):
+        raise DataError(f"{name}: an annotation is a {type(ann).__name__}, not an object")
     ann_id = ann.get("id", -1)
-    where = f"{name}: annotation id={ann_id}"
+    where = f"{name}: annotation id={ann_id!r:.20}"
+    if not _is_int(ann_id) or not _is_int(ann.get("iscrowd", 0)):
+        raise DataError(f"{where}: 'id' and 'iscrowd' must be integers")
+    try:
+        return _parse_instance(ann, ann_id, width, height, where, num_keypoints, out_of_range)
+    except (TypeError, ValueError, OverflowError) as e:  # non-numbers where numbers belong
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{where}: keypoints and bbox must be numbers ({e})") from None
+
+
+def _parse_instance(
+    ann: Mapping[str, Any],
+    ann_id: int,
+    width: int,
+    height: int,
+    where: str,
+    num_keypoints: int,
+    out_of_range: str,
+) -> PoseInstance:
     if "goliath_wholebody_kpts" in ann:
         kp = np.asarray(ann["goliath_wholebody_kpts"], dtype=np.float64)
         if kp.size != num_keypoints * 3:
@@ -531,11 +595,9 @@ def load_pose_json(
         raise DataError(f"{p}: not valid JSON ({e})") from e
     if not isinstance(d, dict) or "images" not in d or "annotations" not in d:
         raise DataError(f"{p}: a pose file needs 'images' and 'annotations'")
+    check_coco_structure(d, str(p))
     images: dict[int, dict] = {}
     for im in d["images"]:
-        for k in ("id", "file_name", "width", "height"):
-            if k not in im:
-                raise DataError(f"{p}: image entry {im!r:.80} lacks {k!r}")
         if im["id"] in images:
             raise DataError(f"{p}: duplicate image id {im['id']}")
         images[im["id"]] = im
@@ -554,6 +616,36 @@ def load_pose_json(
             PoseImage(int(iid), str(im["file_name"]), int(im["width"]), int(im["height"]), inst)
         )
     return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_coco_structure(d: Mapping[str, Any], name: str) -> None:
+    """Raise :class:`DataError` unless ``d`` has the COCO structure a pose file needs: lists of
+    ``images`` (objects with an integer ``id``, a string ``file_name``, positive integer
+    ``width`` and ``height``) and ``annotations`` (objects with an integer ``image_id``; their
+    keypoints are checked when parsed)."""
+    images, anns = d.get("images"), d.get("annotations")
+    if not isinstance(images, list) or not isinstance(anns, list):
+        raise DataError(f"{name}: 'images' and 'annotations' must be lists")
+    for i, im in enumerate(images):
+        where = f"{name}: images[{i}]"
+        if not isinstance(im, dict):
+            raise DataError(f"{where} is a {type(im).__name__}, not an object")
+        for k in ("id", "file_name", "width", "height"):
+            if k not in im:
+                raise DataError(f"{where} ({im!r:.60}) lacks {k!r}")
+        if not _is_int(im["id"]) or not isinstance(im["file_name"], str):
+            raise DataError(f"{where}: 'id' must be an integer and 'file_name' a string")
+        if not all(_is_int(im[k]) and im[k] > 0 for k in ("width", "height")):
+            raise DataError(f"{where}: 'width' and 'height' must be positive integers")
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise DataError(f"{name}: annotations[{i}] is a {type(a).__name__}, not an object")
+        if not _is_int(a.get("image_id")):
+            raise DataError(f"{name}: annotations[{i}] needs an integer 'image_id'")
 
 
 def pose_json_dict(images: Iterable[PoseImage]) -> dict[str, Any]:
@@ -652,7 +744,8 @@ class DatasetFolder:
     def _bytes(self, field: str, sample_id: str) -> tuple[bytes, str]:
         p = self.path(field, sample_id)
         if not p.is_file():
-            raise DataError(f"{p}: missing {field} file")
+            what = "not a regular file" if p.exists() else "missing"
+            raise DataError(f"{p}: {what} {field} file")
         return p.read_bytes(), str(p)
 
     def read(self, sample_id: str, fields: Iterable[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from sapiens2.data.formats import (
     SHARD_EXT,
     DataError,
     DatasetFolder,
+    check_coco_structure,
     decode_image,
     encode_camera,
     encode_npy,
@@ -186,7 +187,13 @@ def write_folder_shards(
     pose_path = folder.dir / "pose.json"
     anns_by_file: dict[str, list] = {}
     if pose_path.is_file():
-        d = json.loads(pose_path.read_text())
+        try:
+            d = json.loads(pose_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise DataError(f"{pose_path}: not valid JSON ({e})") from e
+        if not isinstance(d, dict):
+            raise DataError(f"{pose_path}: a pose file is a JSON object")
+        check_coco_structure({"images": [], "annotations": [], **d}, str(pose_path))
         by_id = {im["id"]: Path(im["file_name"]).stem for im in d.get("images", [])}
         for stem in by_id.values():
             anns_by_file.setdefault(stem, [])
@@ -251,24 +258,74 @@ class _Entry:
 def _scan_tar(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     seen: set[str] = set()
+    folder: str | None = None  # the folder of the current sample's members
+    file_size = path.stat().st_size
     try:
         with tarfile.open(path, "r:") as tar:
             for m in tar:
                 if not m.isfile():
                     continue
-                base = m.name.rsplit("/", 1)[-1]
+                if m.offset_data + m.size > file_size:
+                    raise DataError(
+                        f"{path}: member {m.name!r} claims {m.size} bytes past the end of the file"
+                    )
+                where, _, base = m.name.rpartition("/")
                 if "." not in base:
                     raise DataError(f"{path}: member {m.name!r} has no extension")
                 key, ext = base.split(".", 1)
                 if samples and samples[-1][0] == key:
+                    if where != folder:
+                        raise DataError(
+                            f"{path}: sample key {key!r} is used in two folders ({folder!r} and "
+                            f"{where!r}); keys must be unique in a shard"
+                        )
+                    if ext in samples[-1][1]:
+                        raise DataError(f"{path}: member {m.name!r} appears twice")
                     samples[-1][1][ext] = (m.offset_data, m.size)
                     continue
                 if key in seen:
                     raise DataError(f"{path}: members of sample {key!r} are not consecutive")
                 seen.add(key)
+                folder = where
                 samples.append((key, {ext: (m.offset_data, m.size)}))
     except tarfile.TarError as e:
         raise DataError(f"{path}: not a readable tar file ({e})") from e
+    return samples
+
+
+def _check_index_shard(entry: Any, index: Path, shard_size: int) -> list:
+    """The samples of one shard entry of an index, every field checked: names and keys are
+    strings, offsets and sizes integers that stay inside the shard file."""
+
+    def fail(problem: str) -> DataError:
+        return DataError(f"{index}: {problem} (delete the index to rescan the tars)")
+
+    samples = entry.get("samples")
+    if not isinstance(samples, list):
+        raise fail(f"shard {entry.get('name')!r}: 'samples' must be a list")
+    for sample in samples:
+        if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str)):
+            raise fail(f"shard {entry['name']!r}: a sample must be [key, {{ext: [offset, size]}}]")
+        key, members = sample
+        try:
+            _check_key(key)
+        except ValueError as e:
+            raise fail(str(e)) from None
+        if not isinstance(members, dict) or not members:
+            raise fail(f"sample {key!r}: members must be a non-empty object")
+        for ext, span in members.items():
+            if not (
+                isinstance(span, list)
+                and len(span) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+            ):
+                raise fail(f"sample {key!r} member {ext!r}: expected [offset, size] integers")
+            offset, size = span
+            if offset < 512 or size < 0 or offset + size > shard_size:
+                raise fail(
+                    f"sample {key!r} member {ext!r}: bytes {offset}..{offset + size} are not "
+                    f"inside the {shard_size}-byte shard {entry['name']}"
+                )
     return samples
 
 
@@ -328,15 +385,20 @@ class ShardIndex:
                 continue
             try:
                 d = json.loads(p.read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 logger.warning("%s: unreadable shard index, scanning the tars instead", p)
                 continue
+            if not isinstance(d, dict) or not isinstance(d.get("shards", []), list):
+                raise DataError(f"{p}: a shard index is an object with a list of 'shards'")
             if d.get("version") != _INDEX_VERSION:
                 continue
             for s in d.get("shards", []):
-                shard_path = p.parent / s["name"]
+                name = s.get("name") if isinstance(s, dict) else None
+                if not isinstance(name, str) or not name or "/" in name or "\\" in name:
+                    raise DataError(f"{p}: every shard entry needs a plain file 'name'")
+                shard_path = p.parent / name
                 if shard_path.is_file() and shard_path.stat().st_size == s.get("size"):
-                    result[s["name"]] = s["samples"]
+                    result[name] = _check_index_shard(s, p, shard_path.stat().st_size)
         return result
 
     def __len__(self) -> int:

@@ -9,8 +9,10 @@ True (the official detector), and it can always be given explicitly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -22,10 +24,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sapiens2.checkpoints.errors import state_dict_problems
+from sapiens2.checkpoints.errors import CheckpointError, state_dict_problems
+from sapiens2.checkpoints.hub import hub_download, locate
+from sapiens2.checkpoints.load import check_finite
 from sapiens2.detect.config import DetectorTestConfig, RTMDetConfig
 from sapiens2.detect.detector import RTMDetDetector
 from sapiens2.detect.model import RTMDet
+from sapiens2.errors import ModelSourceError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,7 @@ _PROBE_KEY = "backbone.stem.0.conv.weight"
 _MAX_LISTED = 12
 
 
-class DetectorCheckpointError(ValueError):
+class DetectorCheckpointError(CheckpointError):
     """A file or state dict that is not a loadable RTMDet checkpoint."""
 
 
@@ -198,6 +203,11 @@ def _read_pth(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
         )
     if not isinstance(sd, Mapping):
         raise DetectorCheckpointError(f"{path}: 'state_dict' is a {type(sd).__name__}, not a dict")
+    not_str = [k for k in sd if not isinstance(k, str)]
+    if not_str:
+        raise DetectorCheckpointError(
+            f"{path}: state dict keys must be strings, found {not_str[:4]!r}"
+        )
     info: dict[str, Any] = {}
     if isinstance(meta, Mapping):
         exp = _exp_on_reg_from_cfg_text(meta.get("cfg"))
@@ -207,7 +217,7 @@ def _read_pth(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
         classes = dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None
         if classes is None:
             classes = meta.get("CLASSES")
-        if classes is not None:
+        if isinstance(classes, list | tuple) and classes:
             info["classes"] = tuple(str(c) for c in classes)
     return sd, info
 
@@ -221,44 +231,103 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         raise DetectorCheckpointError(f"{path}: cannot be read as safetensors ({err})") from err
     info: dict[str, Any] = {}
     if metadata.get("format") == _FORMAT:
-        info["exp_on_reg"] = metadata["exp_on_reg"] == "true"
-        info["bn_eps"] = float(metadata["bn_eps"])
-        info["classes"] = tuple(json.loads(metadata["classes"]))
-        if "test_config" in metadata:
-            tc = json.loads(metadata["test_config"])
-            info["test_config"] = DetectorTestConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in tc.items()}
-            )
+        info = _parse_metadata(metadata, str(path))
     return sd, info
 
 
-def _resolve(source: str | os.PathLike[str]) -> Path:
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path
-    text = str(source)
-    parts = text.split("/")
-    looks_like_hub = (
-        ((len(parts) == 2 and "." not in parts[1]) or len(parts) > 2)
-        and all(parts)
-        and not text.startswith((".", "~"))
-        and "\\" not in text
-    )
-    if path.exists() or not looks_like_hub:
-        raise FileNotFoundError(f"detector weights not found: {text}")
-    repo_id = "/".join(parts[:2])
-    filename = "/".join(parts[2:]) or HUB_FILENAME
-    from huggingface_hub import hf_hub_download
+#: Bounds on what a detector file's metadata may ask for (a 64000-pixel input means a 9 GB
+#: resize per image; a NaN epsilon silently yields no boxes).
+MAX_INPUT_SIZE = 4096
+MAX_DETECTIONS = 100_000
 
+
+def _parse_metadata(metadata: Mapping[str, str], where: str) -> dict[str, Any]:
+    """The settings stored by :func:`save_detector`, each checked (type, range, finite)."""
+
+    def fail(what: str) -> DetectorCheckpointError:
+        return DetectorCheckpointError(f"{where}: metadata {what}")
+
+    for key in ("exp_on_reg", "bn_eps", "classes"):
+        if key not in metadata:
+            raise fail(f"lacks {key!r} (a {_FORMAT} file records exp_on_reg, bn_eps, classes)")
+    info: dict[str, Any] = {}
+    if metadata["exp_on_reg"] not in ("true", "false"):
+        raise fail(f"exp_on_reg must be 'true' or 'false', got {metadata['exp_on_reg'][:20]!r}")
+    info["exp_on_reg"] = metadata["exp_on_reg"] == "true"
     try:
-        # Honours HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_TOKEN like any hub download.
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-    except Exception as err:
-        raise FileNotFoundError(
-            f"{text} is not a local file, and {filename!r} could not be fetched from the "
-            f"Hugging Face repo {repo_id!r}: {err}. "
-            "Download it once with network access, or pass a local file path."
-        ) from err
+        eps = float(metadata["bn_eps"])
+    except ValueError:
+        eps = math.nan
+    if not (math.isfinite(eps) and 0 < eps < 1):
+        raise fail(f"bn_eps must be a finite number in (0, 1), got {metadata['bn_eps'][:20]!r}")
+    info["bn_eps"] = eps
+    classes = _json(metadata["classes"], "classes", fail)
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise fail("classes must be a non-empty JSON list of strings")
+    info["classes"] = tuple(classes)
+    if "test_config" in metadata:
+        info["test_config"] = _test_config(
+            _json(metadata["test_config"], "test_config", fail), fail
+        )
+    return info
+
+
+def _json(text: str, key: str, fail) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise fail(f"{key} is not valid JSON") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _test_config(tc: Any, fail) -> DetectorTestConfig:
+    fields = {f.name for f in dataclasses.fields(DetectorTestConfig)}
+    if not isinstance(tc, dict):
+        raise fail("test_config must be a JSON object")
+    unknown = sorted(set(tc) - fields)
+    if unknown:
+        raise fail(f"test_config has unknown keys {unknown[:5]} (known: {sorted(fields)})")
+    ints = {"input_size": (32, MAX_INPUT_SIZE), "pad_value": (0, 255)}
+    ints |= {"nms_pre": (1, MAX_DETECTIONS), "max_per_img": (1, MAX_DETECTIONS)}
+    for key, (lo, hi) in ints.items():
+        if key in tc and not (
+            isinstance(tc[key], int) and not isinstance(tc[key], bool) and lo <= tc[key] <= hi
+        ):
+            raise fail(f"test_config.{key} must be an integer in [{lo}, {hi}], got {tc[key]!r:.40}")
+    if "score_thr" in tc and not (_number(tc["score_thr"]) and 0 <= tc["score_thr"] <= 1):
+        raise fail(f"test_config.score_thr must be a number in [0, 1], got {tc['score_thr']!r:.40}")
+    if "min_bbox_size" in tc and not (_number(tc["min_bbox_size"]) and tc["min_bbox_size"] >= 0):
+        raise fail(
+            f"test_config.min_bbox_size must be a number >= 0, got {tc['min_bbox_size']!r:.40}"
+        )
+    for key in ("mean_bgr", "std_bgr"):
+        v = tc.get(key, [1.0, 1.0, 1.0])
+        if not (isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v)):
+            raise fail(f"test_config.{key} must be three finite numbers, got {v!r:.60}")
+        if key == "std_bgr" and min(v) <= 0:
+            raise fail(f"test_config.std_bgr must be positive, got {v}")
+    try:
+        return DetectorTestConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in tc.items()}
+        )
+    except ValueError as err:
+        raise fail(f"test_config: {err}") from None
+
+
+def _resolve(source: str | os.PathLike[str]) -> Path:
+    """A local detector file: an existing path, or a hub file (``org/name`` with the default
+    file, ``hf://org/name[/file]``); a missing path is an error, never a download."""
+    found = locate(source, what="detector weights")
+    if isinstance(found, Path):
+        if not found.is_file():
+            raise ModelSourceError(f"detector weights {found}: not a regular file")
+        return found
+    repo_id, filename = found
+    # Honours HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_TOKEN like any hub download.
+    return hub_download(repo_id, filename or HUB_FILENAME)
 
 
 def cached_detector_path(repo_id: str = HUB_REPO, filename: str = HUB_FILENAME) -> Path | None:
@@ -279,25 +348,31 @@ def load_detector(
     device: torch.device | str | None = None,
     exp_on_reg: bool | None = None,
     test_config: DetectorTestConfig | None = None,
+    allow_nonfinite: bool = False,
 ) -> RTMDetDetector:
     """Load an RTMDet person detector ready to call on RGB images.
 
     Args:
         source: a ``.pth`` mmdet checkpoint, a ``.safetensors`` file written by
             :func:`save_detector` (or any mmdet-named safetensors), a hub id ``org/name``
-            (file ``rtmdet_m.pth``) or ``org/name/<file>``, or an mmdet-named state dict.
+            (file ``rtmdet_m.pth``) or ``hf://org/name/<file>``, or an mmdet-named state dict.
+            A path that does not exist is an error, never a hub download.
             Default: the official ``facebook/sapiens-pose-bbox-detector``.
         device: where to run (default CPU).
         exp_on_reg: override the regression-exp setting (default: from the file, else True).
         test_config: override the pre/post-processing (default: from the file, else official).
+        allow_nonfinite: load weights holding NaN or infinite values with a warning instead of
+            refusing them.
 
     Returns:
         An :class:`RTMDetDetector`.
 
     Raises:
-        FileNotFoundError: no such file / hub download failed.
-        DetectorCheckpointError (a ValueError): unreadable, not RTMDet, or keys/shapes that do
-            not fit (each offending key named).
+        ModelSourceError (a FileNotFoundError): no such file (a missing path is never taken
+            for a hub id), or the hub file cannot be had.
+        DetectorCheckpointError (a CheckpointError, a ValueError): unreadable, not RTMDet,
+            keys/shapes that do not fit (each offending key named), metadata out of range, or
+            NaN/infinite weights.
     """
     if isinstance(source, Mapping):
         sd, info, where = source, {}, "state dict"
@@ -313,6 +388,10 @@ def load_detector(
         log.info("%s: exp_on_reg not recorded; using True (the official detector)", where)
         exp = True
     model = build_detector_model(sd, exp_on_reg=exp, bn_eps=info.get("bn_eps", 1e-5), where=where)
+    try:
+        check_finite(sd, where, allow_nonfinite=allow_nonfinite)
+    except CheckpointError as err:
+        raise DetectorCheckpointError(str(err)) from None
     log.info("loaded RTMDet from %s: %s", where, model.config)
     return RTMDetDetector(
         model,

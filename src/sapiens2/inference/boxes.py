@@ -7,10 +7,13 @@ image is ``[0, 0, W - 1, H - 1]``, as in the official pose tool).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from sapiens2.errors import BoxesError
 
 
 def whole_image_box(height: int, width: int) -> np.ndarray:
@@ -18,59 +21,99 @@ def whole_image_box(height: int, width: int) -> np.ndarray:
     return np.array([[0, 0, width - 1, height - 1]], dtype=np.float32)
 
 
-def as_boxes(boxes, name: str = "boxes") -> tuple[np.ndarray, np.ndarray]:
+#: Default limit on the person boxes of one image (the detector keeps at most 100).
+MAX_BOXES = 500
+#: Coordinates beyond this many pixels are not an image's (and overflow float32 arithmetic).
+MAX_COORDINATE = 1e7
+
+
+def as_boxes(
+    boxes, name: str = "boxes", max_boxes: int | None = MAX_BOXES
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate user boxes: ``(N, 4)`` xyxy or ``(N, 5)`` xyxy + score.
+
+    Args:
+        max_boxes: at most this many boxes (None: no limit).
 
     Returns:
         boxes ``(N, 4)`` float32 and scores ``(N,)`` float32 (1 when not given).
 
     Raises:
-        ValueError: wrong shape, non-finite values, or x2 < x1 / y2 < y1.
+        BoxesError (a DataError, a ValueError): wrong shape, non-numbers, non-finite or huge
+        values, a box without positive width and height (x2 > x1 and y2 > y1 are required), or
+        more than ``max_boxes`` boxes.
     """
-    arr = np.asarray(boxes, dtype=np.float32)
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise BoxesError(f"{name}: boxes must be numbers ({err})") from None
     if arr.size == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] not in (4, 5):
-        raise ValueError(
+        raise BoxesError(
             f"{name}: expected boxes of shape (N, 4) xyxy or (N, 5) xyxy+score, got {arr.shape}"
         )
+    if max_boxes is not None and len(arr) > max_boxes:
+        raise BoxesError(
+            f"{name}: {len(arr)} boxes for one image; at most {max_boxes} (raise the limit with "
+            "--max-boxes / max_boxes=)"
+        )
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: boxes contain NaN or infinite values")
-    xyxy = arr[:, :4].copy()
-    if (xyxy[:, 2] < xyxy[:, 0]).any() or (xyxy[:, 3] < xyxy[:, 1]).any():
-        raise ValueError(f"{name}: boxes must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1")
-    scores = arr[:, 4].copy() if arr.shape[1] == 5 else np.ones(len(arr), np.float32)
+        raise BoxesError(f"{name}: boxes contain NaN or infinite values")
+    if (np.abs(arr[:, :4]) > MAX_COORDINATE).any():
+        raise BoxesError(f"{name}: box coordinates beyond +-{MAX_COORDINATE:g} pixels")
+    xyxy = arr[:, :4].astype(np.float32)
+    bad = np.flatnonzero((xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1]))
+    if len(bad):
+        raise BoxesError(
+            f"{name}: boxes must be x1, y1, x2, y2 with x2 > x1 and y2 > y1; box {bad[0]} is "
+            f"{xyxy[bad[0]].tolist()}"
+        )
+    scores = arr[:, 4].astype(np.float32) if arr.shape[1] == 5 else np.ones(len(arr), np.float32)
     return xyxy, scores
 
 
-def load_boxes_json(path: str | Path) -> dict[str, np.ndarray]:
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def load_boxes_json(path: str | Path, max_boxes: int | None = MAX_BOXES) -> dict[str, np.ndarray]:
     """Read person boxes from a JSON file.
 
     Format: an object mapping an image key to a list of boxes, each ``[x1, y1, x2, y2]`` or
-    ``[x1, y1, x2, y2, score]``. The key is the image's file name (``"a.jpg"``) or stem (``"a"``);
-    video frames use ``"<video stem>_<frame index, 6 digits>"`` (``"clip_000012"``).
+    ``[x1, y1, x2, y2, score]`` (finite numbers, x2 > x1, y2 > y1). The key is the image's file
+    name (``"a.jpg"``) or stem (``"a"``); video frames use ``"<video stem>_<frame index, 6
+    digits>"`` (``"clip_000012"``).
 
     Returns:
-        Mapping from key to an ``(N, 4 or 5)`` float32 array.
+        Mapping from key to an ``(N, 5)`` float32 array (scores 1 where not given).
+
+    Raises:
+        BoxesError (a DataError): the file is not such an object; the message names the key.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"boxes file not found: {path}")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise BoxesError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object mapping image names to lists of boxes")
+        raise BoxesError(f"{path}: expected an object mapping image names to lists of boxes")
     out = {}
     for key, value in data.items():
         where = f"{path}[{key!r}]"
-        if not isinstance(value, list) or not all(isinstance(b, list) for b in value):
-            raise ValueError(f"{where}: expected a list of boxes [[x1, y1, x2, y2(, score)], ...]")
+        if not isinstance(value, list) or not all(
+            isinstance(b, list) and len(b) in (4, 5) and all(_is_number(v) for v in b)
+            for b in value
+        ):
+            raise BoxesError(
+                f"{where}: expected a list of boxes [[x1, y1, x2, y2(, score)], ...] of numbers"
+            )
         rows = [[*b, 1.0] if len(b) == 4 else b for b in value]  # rows may mix 4 and 5 numbers
-        xyxy, scores = as_boxes(rows if rows else np.zeros((0, 4)), name=where)
+        xyxy, scores = as_boxes(rows if rows else np.zeros((0, 4)), name=where, max_boxes=max_boxes)
         out[str(key)] = np.concatenate([xyxy, scores[:, None]], axis=1)
     return out
 
@@ -81,6 +124,38 @@ def lookup_boxes(table: dict[str, np.ndarray], name: str) -> np.ndarray | None:
         return table[name]
     stem = Path(name).stem
     return table.get(stem)
+
+
+_FRAME_KEY = re.compile(r"^(?P<video>.+)_\d{6}$")
+
+
+def unmatched_keys(table: dict[str, np.ndarray], items) -> tuple[list[str], list[str]]:
+    """The keys of a boxes table that match no input, and the images that have no key.
+
+    Args:
+        items: the media items of the run (``expand_media``); an image matches its file name or
+            stem, a video any ``<video stem>_<6 digits>`` key.
+
+    Returns:
+        ``(keys matching no input, image file names without boxes)``.
+    """
+    names, videos = set(), set()
+    for item in items:
+        if item.kind == "video":
+            videos.add(item.name)
+        else:
+            names.update((item.path.name, item.path.stem))
+    unknown = []
+    for key in table:
+        m = _FRAME_KEY.match(key)
+        if key not in names and not (m and m["video"] in videos):
+            unknown.append(key)
+    missing = [
+        item.path.name
+        for item in items
+        if item.kind == "image" and lookup_boxes(table, item.path.name) is None
+    ]
+    return unknown, missing
 
 
 def boxes_from_mask(

@@ -8,7 +8,24 @@ from sapiens2.inference.results import PoseResult
 
 
 def _round(a: np.ndarray, digits: int = 3) -> list:
-    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+    return np.round(_finite(a), digits).tolist()
+
+
+def _finite(a) -> np.ndarray:
+    """``a`` as float64 with NaN and infinities replaced by 0 (JSON has no NaN)."""
+    a = np.asarray(a, dtype=np.float64)
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def _valid_keypoints(kp: np.ndarray, sc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints ``(K, 2)`` and scores ``(K,)`` with every point that has a non-finite coordinate
+    or score set to (0, 0) with score 0, as points a layout lacks are."""
+    kp, sc = np.asarray(kp, np.float64), np.asarray(sc, np.float64)
+    bad = ~(np.isfinite(kp).all(axis=-1) & np.isfinite(sc))
+    if bad.any():
+        kp, sc = kp.copy(), sc.copy()
+        kp[bad], sc[bad] = 0.0, 0.0
+    return kp, sc
 
 
 def pose_frame_record(result: PoseResult, image_name: str) -> dict:
@@ -18,21 +35,24 @@ def pose_frame_record(result: PoseResult, image_name: str) -> dict:
     ``keypoints_outside_image`` are additions).
 
     Keypoints outside the image are kept as predicted (the official tool writes them unchanged)
-    and flagged: ``keypoints_outside_image`` lists their indices (see docs/formats.md).
+    and flagged: ``keypoints_outside_image`` lists their indices (see docs/formats.md). A keypoint
+    with a NaN or infinite coordinate or score is written as (0, 0) with score 0.
     """
     inside = result.in_image()
-    instances = [
-        {
-            "bbox": _round(box, 2),
-            "bbox_score": round(float(bs), 4),
-            "keypoints": _round(kp),
-            "keypoint_scores": _round(sc, 4),
-            "keypoints_outside_image": np.flatnonzero(~ok).tolist(),
-        }
-        for box, bs, kp, sc, ok in zip(
-            result.boxes, result.box_scores, result.keypoints, result.scores, inside, strict=True
+    instances = []
+    for box, bs, kp, sc, ok in zip(
+        result.boxes, result.box_scores, result.keypoints, result.scores, inside, strict=True
+    ):
+        kp, sc = _valid_keypoints(kp, sc)
+        instances.append(
+            {
+                "bbox": _round(box, 2),
+                "bbox_score": round(float(_finite(bs)), 4),
+                "keypoints": _round(kp),
+                "keypoint_scores": _round(sc, 4),
+                "keypoints_outside_image": np.flatnonzero(~ok).tolist(),
+            }
         )
-    ]
     return {"image_name": image_name, "image_size": list(result.image_size), "instances": instances}
 
 
@@ -68,7 +88,8 @@ def coco_results(
             ``"coco_wholebody133"`` (K = 133; points without a 308 counterpart are 0 with score 0).
 
     ``bbox`` is ``[x, y, w, h]``; ``score`` is the box score times the mean score of the (layout's)
-    keypoints above ``kpt_thr`` (0 when none is).
+    keypoints above ``kpt_thr`` (0 when none is). Non-finite keypoints are written as (0, 0) with
+    score 0.
     """
     if layout == "goliath308":
         keypoints, scores = result.keypoints, result.scores
@@ -82,8 +103,9 @@ def coco_results(
         )
     out = []
     for box, bs, kp, sc in zip(result.boxes, result.box_scores, keypoints, scores, strict=True):
+        kp, sc = _valid_keypoints(kp, sc)
         above = sc[sc > kpt_thr]
-        score = float(bs) * (float(above.mean()) if above.size else 0.0)
+        score = float(_finite(bs)) * (float(above.mean()) if above.size else 0.0)
         flat = np.concatenate([kp, sc[:, None]], axis=1).reshape(-1)
         out.append(
             {

@@ -20,6 +20,10 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from sapiens2.data.formats import decode_npy
+from sapiens2.errors import DataError
+from sapiens2.limits import DEFAULT, check_image_header, check_pixels
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -60,6 +64,16 @@ class Frame:
     prepared: Any = None
 
 
+def safe_name(stem: str) -> str:
+    """An output name that stays inside the output folder whatever the input was called: path
+    separators and control characters become ``_``, and a name of dots only (``..`` is the stem of
+    ``...mp4``) or an empty one gets underscores (``__``), so it is never a parent folder."""
+    name = "".join("_" if ch in "/\\" or not ch.isprintable() else ch for ch in stem)
+    if not name.strip("."):
+        name = "_" * max(2, len(name))
+    return name
+
+
 def _kind(path: Path) -> Literal["image", "video"]:
     return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
 
@@ -72,6 +86,10 @@ def _is_media(path: Path) -> bool:
 def expand_media(sources: Iterable[str | Path]) -> list[MediaItem]:
     """Resolve files, folders (their image/video files, sorted, not recursive) and glob patterns.
 
+    Output names are the file stems made safe (:func:`safe_name`) and unique. Special files
+    (FIFOs, devices, sockets) are never read: a folder or glob passes over them, a path naming one
+    is skipped with a warning.
+
     Raises:
         FileNotFoundError: a path that does not exist, a glob or folder with no media files.
     """
@@ -79,6 +97,9 @@ def expand_media(sources: Iterable[str | Path]) -> list[MediaItem]:
     for src in sources:
         text = str(src)
         p = Path(text)
+        if p.exists() and not p.is_dir() and not p.is_file():
+            logger.warning("skipping %s: not a regular file (a FIFO, device or socket)", p)
+            continue
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and _is_media(q))
             if not found:
@@ -98,38 +119,52 @@ def expand_media(sources: Iterable[str | Path]) -> list[MediaItem]:
     items: list[MediaItem] = []
     used: set[str] = set()
     for path in paths:
-        name = path.stem
+        stem = safe_name(path.stem)
+        name = stem
         if name in used:  # a.jpg and a.png, or the same stem in two folders
-            name = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+            name = f"{stem}_{path.suffix.lstrip('.').lower()}"
             n = 1
             while name in used:
                 n += 1
-                name = f"{path.stem}_{n}"
+                name = f"{stem}_{n}"
         used.add(name)
         items.append(MediaItem(path=path, kind=_kind(path), name=name))
     return items
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB.
 
+    Args:
+        max_pixels: refuse images whose header declares more pixels, before decoding (default:
+            the limit of :mod:`sapiens2.limits`, 100 MP; None for none).
+
     Raises:
-        FileNotFoundError: missing file; ValueError: a file OpenCV cannot decode.
+        FileNotFoundError: missing file; DataError (a ValueError): not a regular file, over the
+        pixel limit (:class:`~sapiens2.errors.ImageTooLargeError`), or a file OpenCV cannot decode.
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise DataError(f"{path}: not a regular file (a FIFO, device or socket)")
         raise FileNotFoundError(f"image not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    check_image_header(data, str(path), max_pixels)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as err:  # e.g. over OpenCV's own 2**30-pixel limit
+        raise DataError(
+            f"cannot decode image {path}: {str(err).strip().splitlines()[-1]}"
+        ) from None
     if bgr is None:
-        raise ValueError(f"cannot decode image {path}")
+        raise DataError(f"cannot decode image {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _frames_of(item: MediaItem) -> Iterator[Frame]:
+def _frames_of(item: MediaItem, max_pixels: int | None = DEFAULT) -> Iterator[Frame]:
     if item.kind == "image":
         try:
-            yield Frame(item=item, name=item.name, rgb=read_image(item.path))
+            yield Frame(item=item, name=item.name, rgb=read_image(item.path, max_pixels))
         except (OSError, ValueError) as err:
             yield Frame(item=item, name=item.name, error=str(err))
         return
@@ -137,6 +172,12 @@ def _frames_of(item: MediaItem) -> Iterator[Frame]:
     try:
         if not cap.isOpened():
             yield Frame(item=item, name=item.name, error=f"cannot open video {item.path}")
+            return
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        try:
+            check_pixels(h, w, f"video {item.path}", max_pixels)
+        except DataError as err:
+            yield Frame(item=item, name=item.name, error=str(err))
             return
         fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
         index = 0
@@ -173,6 +214,8 @@ class FrameReader:
             video frames are decoded one after the other.
         prepare: called on each decoded ``rgb`` on the decoding thread; its result is the
             frame's ``prepared`` (e.g. ``Predictor.prepare``: the resize for the network).
+        max_pixels: images and videos over this many pixels per frame become error frames
+            before decoding (see :mod:`sapiens2.limits`; None for no limit).
 
     Use as an iterator, ideally in a ``with`` block so that an early exit stops the threads.
     """
@@ -185,9 +228,11 @@ class FrameReader:
         prefetch: int = 8,
         workers: int = 1,
         prepare: Callable[[np.ndarray], Any] | None = None,
+        max_pixels: int | None = DEFAULT,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        self.max_pixels = max_pixels
         self.items = list(items)
         self.workers = workers
         self.prepare = prepare
@@ -205,9 +250,12 @@ class FrameReader:
         return False
 
     def _frames(self, item: MediaItem) -> Iterator[Frame]:
-        for frame in _frames_of(item):
+        for frame in _frames_of(item, self.max_pixels):
             if self.prepare is not None and frame.rgb is not None:
-                frame.prepared = self.prepare(frame.rgb)
+                try:
+                    frame.prepared = self.prepare(frame.rgb)
+                except (ValueError, MemoryError, cv2.error) as err:  # this frame only
+                    frame.rgb, frame.error = None, f"{item.path}: cannot prepare it ({err})"
             yield frame
 
     def _work(self) -> None:
@@ -289,16 +337,23 @@ def read_mask(path: str | Path) -> np.ndarray:
         ``(H, W)`` bool.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"mask {path}: missing or not a regular file")
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = decode_npy(path.read_bytes(), f"mask {path}")
     else:
-        arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        data = np.fromfile(str(path), dtype=np.uint8)
+        check_image_header(data, f"mask {path}")
+        try:
+            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            arr = None
         if arr is None:
             raise ValueError(f"cannot decode mask image {path}")
     if arr.ndim == 3:
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise ValueError(f"mask {path} must be (H, W), got shape {arr.shape}")
+        raise DataError(f"mask {path} must be (H, W), got shape {arr.shape}")
     return arr > 0
 
 

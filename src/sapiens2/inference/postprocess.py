@@ -39,10 +39,67 @@ def fetch(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     return [h.numpy() for h in host]
 
 
-def seg_labels_tensor(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """:func:`seg_labels` without leaving the device: ``(H, W)`` uint8 class ids."""
+#: Segmentation logits resized to the original size are made in bands of output rows holding at
+#: most this many values (1 GiB of float32; 9.2 MP images with 29 classes are resized whole): a
+#: 30000 x 30000 image would otherwise need 104 GB.
+SEG_BAND_VALUES = 2**28
+
+
+def seg_labels_tensor(
+    logits: torch.Tensor, size: tuple[int, int], band_values: int = SEG_BAND_VALUES
+) -> torch.Tensor:
+    """:func:`seg_labels` without leaving the device: ``(H, W)`` uint8 class ids.
+
+    When the resized logits would hold more than ``band_values`` values they are made and reduced
+    one band of output rows at a time (:func:`banded_bilinear_argmax`), so memory stays bounded
+    for any image size.
+    """
+    logits = logits.float()
+    if logits.shape[0] * size[0] * size[1] > band_values:
+        return banded_bilinear_argmax(logits, size, band_values).to(torch.uint8)
     # ``max(dim).indices`` is argmax (first maximum on ties) with a much faster CPU kernel
-    return _resize(logits.float(), size).max(dim=0).indices.to(torch.uint8)
+    return _resize(logits, size).max(dim=0).indices.to(torch.uint8)
+
+
+def banded_bilinear_argmax(
+    x: torch.Tensor, size: tuple[int, int], band_values: int = SEG_BAND_VALUES
+) -> torch.Tensor:
+    """``_resize(x, size).max(dim=0).indices`` computed one band of output rows at a time.
+
+    PyTorch's bilinear kernel (align_corners False) interpolates along W, then combines two
+    source rows with the H weights. Here the W step is ``F.interpolate`` on the band's source
+    rows (H unchanged: weights 1 and 0) and the H step uses the kernel's formula
+    (``src = (y + 0.5) * H_in / H - 0.5``, clamped at 0). The values agree with the whole resize
+    to a few float32 ulps (the kernel's fused multiply-adds round differently), so a label can
+    differ only where two classes tie to that precision.
+
+    Args:
+        x: ``(C, H_in, W_in)`` float logits.
+        size: output ``(H, W)``.
+
+    Returns:
+        ``(H, W)`` int64 class indices (first maximum on ties).
+    """
+    c, h_in, _ = x.shape
+    h, w = size
+    rows = max(1, band_values // max(1, c * w))
+    scale = torch.tensor(h_in, dtype=torch.float32) / h
+    out = torch.empty((h, w), dtype=torch.int64, device=x.device)
+    for y0 in range(0, h, rows):
+        y = torch.arange(y0, min(h, y0 + rows), dtype=torch.float32, device=x.device)
+        src = torch.addcmul(torch.tensor(-0.5, device=x.device), y + 0.5, scale.to(x.device))
+        src = src.clamp(min=0)
+        i0 = src.to(torch.int64).clamp(max=h_in - 1)
+        lam1 = (src - i0).clamp(0, 1)
+        i1 = torch.where(i0 < h_in - 1, i0 + 1, i0)
+        r0, r1 = int(i0.min()), int(i1.max()) + 1
+        band = F.interpolate(
+            x[None, :, r0:r1], size=(r1 - r0, w), mode="bilinear", align_corners=False
+        )[0]
+        top, bottom = band[:, i0 - r0], band[:, i1 - r0]
+        values = top * (1 - lam1)[None, :, None] + bottom * lam1[None, :, None]
+        out[y0 : y0 + len(y)] = values.max(dim=0).indices
+    return out
 
 
 def seg_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

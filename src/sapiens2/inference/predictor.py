@@ -17,8 +17,9 @@ import torch
 
 from sapiens2.data.metadata import keypoints308
 from sapiens2.detect.protocol import Detector, detect_person_boxes
+from sapiens2.errors import UsageError
 from sapiens2.inference import postprocess
-from sapiens2.inference.boxes import as_boxes, boxes_from_mask, whole_image_box
+from sapiens2.inference.boxes import MAX_BOXES, as_boxes, boxes_from_mask, whole_image_box
 from sapiens2.inference.compiled import CompiledForward
 from sapiens2.inference.heatmap import decode_udp, decode_udp_torch, flip_back_heatmaps
 from sapiens2.inference.media import read_image
@@ -38,6 +39,7 @@ from sapiens2.inference.results import (
     SegResult,
 )
 from sapiens2.inference.topdown import crop_people, keypoints_to_image
+from sapiens2.limits import DEFAULT as DEFAULT_PIXELS
 from sapiens2.models.task import a_task
 
 logger = logging.getLogger(__name__)
@@ -82,10 +84,15 @@ class Predictor:
         detector: pose only: a :class:`~sapiens2.detect.protocol.Detector` for person boxes
             (followed by the official score/NMS filter, ``bbox_thr`` / ``nms_thr``).
         batch_size: images per forward (pose: person crops per forward; the crops of one image
-            always go together).
+            go together unless there are more than ``batch_size`` of them).
         compile: run the model under ``torch.compile`` (:class:`~sapiens2.inference.compiled.
             CompiledForward`): the first batch of each shape compiles (logged, cached on disk);
             outputs differ from eager in the last bits. Off by default.
+        max_boxes: pose only: at most this many person boxes per image (more is a
+            :class:`~sapiens2.errors.BoxesError`; None for no limit). Crops are made and run
+            ``batch_size`` at a time whatever the count.
+        max_pixels: images given as file paths over this many pixels are refused before
+            decoding (:mod:`sapiens2.limits`; default 100 MP, None for no limit).
     """
 
     def __init__(
@@ -103,12 +110,22 @@ class Predictor:
         nms_thr: float = 0.3,
         batch_size: int = 4,
         compile: bool = False,
+        max_boxes: int | None = MAX_BOXES,
+        max_pixels: int | None = DEFAULT_PIXELS,
     ) -> None:
         from sapiens2.device import resolve_device, resolve_dtype
 
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        if input_size is not None and (
+            len(input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in input_size)
+        ):
+            raise UsageError(f"input_size must be two positive integers (H, W), got {input_size}")
+        if max_boxes is not None and max_boxes < 1:
+            raise UsageError(f"max_boxes must be >= 1 (or None for no limit), got {max_boxes}")
         self.task = task
+        self.max_boxes = max_boxes
+        self.max_pixels = max_pixels
         if not isinstance(model, torch.nn.Module):
             model = _load(model, device, dtype)
         _check_task_model(model, task)
@@ -231,12 +248,11 @@ class Predictor:
     __call__ = predict
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _as_rgb(image: ImageLike, i: int) -> np.ndarray:
+    def _as_rgb(self, image: ImageLike, i: int) -> np.ndarray:
         if isinstance(image, Prepared):
             return image.rgb
         if isinstance(image, (str, Path)):
-            return read_image(image)
+            return read_image(image, self.max_pixels)
         return check_rgb(image, name=f"image {i}")
 
     def _as_prepared(self, image: ImageLike, i: int) -> Prepared:
@@ -346,7 +362,7 @@ class Predictor:
             boxes ``(N, 4)`` float32 xyxy (N >= 1 unless ``boxes`` is given and empty), scores ``(N,)``.
         """
         if boxes is not None:
-            return as_boxes(boxes)
+            return as_boxes(boxes, max_boxes=self.max_boxes)
         if self.detector is not None:
             found = detect_person_boxes(
                 self.detector, rgb, score_thr=self.bbox_thr, nms_thr=self.nms_thr
@@ -381,7 +397,7 @@ class Predictor:
         return decode_udp_torch(heatmaps, size)
 
     def _predict_pose(self, rgbs: list[np.ndarray], boxes_list: list, bs: int) -> list[PoseResult]:
-        results: list[PoseResult | None] = [None] * len(rgbs)
+        results: list[list[PoseResult]] = [[] for _ in rgbs]
         hw = self.input_size
         pending: list[tuple] = []
 
@@ -399,21 +415,38 @@ class Predictor:
                 )
                 sc = scores[at : at + n] if n else np.zeros((0, 308), np.float32)
                 at += n
-                results[i] = PoseResult(kp, sc, boxes, box_scores, rgbs[i].shape[:2])
+                results[i].append(PoseResult(kp, sc, boxes, box_scores, rgbs[i].shape[:2]))
             pending.clear()
 
         count = 0
         for i, rgb in enumerate(rgbs):
             boxes, box_scores = self.person_boxes(rgb, boxes_list[i])
-            crops, center, scale = crop_people(rgb, boxes, hw)
-            pending.append((i, crops, center, scale, boxes, box_scores))
-            count += len(crops)
-            if count >= bs:
-                flush()
-                count = 0
+            # an image's crops are made and run at most ``bs`` at a time (bounded memory for any
+            # number of boxes); its results are joined below
+            for start in range(0, max(len(boxes), 1), bs):
+                part = slice(start, start + bs)
+                crops, center, scale = crop_people(rgb, boxes[part], hw)
+                pending.append((i, crops, center, scale, boxes[part], box_scores[part]))
+                count += len(crops)
+                if count >= bs:
+                    flush()
+                    count = 0
         if pending:
             flush()
-        return results  # type: ignore[return-value]
+        return [_join_pose(parts) for parts in results]  # type: ignore[arg-type]
+
+
+def _join_pose(parts: list[PoseResult]) -> PoseResult:
+    """One image's pose result from the results of its chunks of boxes, in box order."""
+    if len(parts) == 1:
+        return parts[0]
+    return PoseResult(
+        np.concatenate([p.keypoints for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        np.concatenate([p.boxes for p in parts]),
+        np.concatenate([p.box_scores for p in parts]),
+        parts[0].image_size,
+    )
 
 
 class PosePredictor(Predictor):

@@ -29,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sapiens2.errors import OutputError, Sapiens2Error
 from sapiens2.inference.export import coco_results, pose_frame_record, pose_predictions_json
-from sapiens2.inference.media import Frame, MediaItem
+from sapiens2.inference.media import Frame, MediaItem, safe_name
 from sapiens2.inference.results import (
     AlbedoResult,
     NormalResult,
@@ -81,7 +82,7 @@ class _Video:
         h, w = size
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not self._writer.isOpened():
-            raise RuntimeError(f"cannot open a video writer for {path}")
+            raise OutputError(f"cannot open a video writer for {path}")
 
     def write(self, picture: np.ndarray) -> None:
         """Add a uint8 RGB picture; one of another size is fitted into the video's frame
@@ -101,7 +102,7 @@ class _Video:
         """Finish the file and check that it holds every frame written.
 
         Raises:
-            RuntimeError: the file holds fewer frames than were written.
+            OutputError: the file holds fewer frames than were written.
         """
         self._writer.release()
         cap = cv2.VideoCapture(str(self.path))
@@ -110,7 +111,7 @@ class _Video:
         finally:
             cap.release()
         if stored != self.frames:
-            raise RuntimeError(f"{self.path} holds {stored} of the {self.frames} frames written")
+            raise OutputError(f"{self.path} holds {stored} of the {self.frames} frames written")
 
 
 class PredictionWriter:
@@ -182,6 +183,7 @@ class PredictionWriter:
         """The order-free part of :meth:`write`: draw the picture and write this frame's own
         files. Touches no shared state, so frames may be rendered on several threads at once;
         :meth:`commit` must then be called in frame order."""
+        _check_names(frame)
         is_video = frame.item.kind == "video"
         folder = self.out / frame.item.name if is_video else self.out
         if self.task != "pose":
@@ -200,6 +202,7 @@ class PredictionWriter:
 
     def commit(self, frame: Frame, result: Result, rendered: Rendered) -> None:
         """The ordered part of :meth:`write`: video frames, pose records, the file list."""
+        _check_names(frame)
         is_video = frame.item.kind == "video"
         self.written.extend(rendered.paths)
         picture = rendered.video_picture
@@ -282,13 +285,13 @@ class PredictionWriter:
         """Release open videos and write the pose JSON files.
 
         Raises:
-            RuntimeError: a video lacks frames (raised after everything else is written).
+            OutputError: a video lacks frames (raised after everything else is written).
         """
         errors = []
         for item in list(self._videos):
             try:
                 self._close_video(item)
-            except RuntimeError as err:
+            except OutputError as err:
                 errors.append(err)
         if self.task == "pose":
             self._write_pose_json()
@@ -305,11 +308,18 @@ class PredictionWriter:
                 data = pose_predictions_json(
                     frames, video=str(item.path.name), kpt_thr=self.kpt_thr
                 )
-            path.write_text(json.dumps(data))
+            path.write_text(json.dumps(data, allow_nan=False))
             self.written.append(path)
         path = self.out / "coco_results.json"
-        path.write_text(json.dumps(self._coco))
+        path.write_text(json.dumps(self._coco, allow_nan=False))
         self.written.append(path)
+
+
+def _check_names(frame: Frame) -> None:
+    """Output names come from input names: refuse any that would leave the output folder."""
+    for name in (frame.name, frame.item.name):
+        if safe_name(name) != name:
+            raise OutputError(f"output name {name!r} would leave the output folder")
 
 
 def _render_timed(writer: PredictionWriter, frame: Frame, result: Result) -> tuple[Rendered, float]:
@@ -414,7 +424,9 @@ class BackgroundWriter:
     def _raise(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None
-            raise RuntimeError(f"writing predictions failed: {err}") from err
+            # a full disk or a bad name is the user's to fix (one line); anything else is a bug
+            kind = OutputError if isinstance(err, OSError | Sapiens2Error) else RuntimeError
+            raise kind(f"writing predictions failed: {err}") from err
 
     def submit(self, frame: Frame, result: Result) -> None:
         """Queue one frame's outputs for writing."""

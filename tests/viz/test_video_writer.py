@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sapiens2.errors import OutputError
 from sapiens2.inference.media import Frame, MediaItem
 from sapiens2.inference.results import SegResult
 from sapiens2.viz.save import PredictionWriter
@@ -86,5 +87,5 @@ def test_a_frame_lost_by_the_encoder_is_an_error(tmp_path):
     video = writer._videos[item]
     video._writer = _DroppingWriter(video._writer)
     writer.write(frames[1], SegResult(np.zeros((H, W), np.uint8)))
-    with pytest.raises(RuntimeError, match=r"clip.mp4 holds 2 of the 3 frames written"):
+    with pytest.raises(OutputError, match=r"clip.mp4 holds 2 of the 3 frames written"):
         writer.write(frames[2], SegResult(np.zeros((H, W), np.uint8)))

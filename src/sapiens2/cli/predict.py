@@ -127,7 +127,7 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
         help="skip images and videos with more pixels (per frame) than this, read from the file "
-        "header before decoding (default %(default)g; 0: no limit)",
+        "header before decoding (default %(default)s; 0: no limit)",
     )  # fmt: skip
     parser.add_argument(
         "--max-boxes", type=int, default=MAX_BOXES, metavar="N",

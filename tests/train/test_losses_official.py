@@ -105,8 +105,8 @@ def test_every_term_equals_the_official_code(official, case):
     whose right and lower neighbours are both outside the mask, so both difference vectors equal
     ``-centre`` and the GT "normal" is ``cross(v, v)``: 0, or the rounding left by a fused
     multiply-add (PyTorch's AVX2 / AVX-512 CPU kernels; then it passes the 1e-6 length test).
-    The official run had the fused rounding; where this PyTorch has not (``ATEN_CPU_CAPABILITY=default``)
-    the term differs by 1.7e-4 (near) / 8.9e-4 (far) and is checked to 2e-3 instead.
+    The official run had the fused rounding; where this PyTorch has not
+    (``ATEN_CPU_CAPABILITY=default``) the term differs by 1.7e-4 (near) / 8.9e-4 (far) and is checked to 2e-3 instead.
     ``normal_drop_boundary=True`` leaves these pixels out (docs/training.md).
     """
     tensors, meta = official

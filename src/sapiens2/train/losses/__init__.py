@@ -6,8 +6,9 @@ By default every term equals the official code's on its own seeded inputs
 (``tests/fixtures/official/losses.*``, ``tests/train/test_losses_official.py``); our deviations are
 named options, off by default (docs/training.md). Each task module has plain functions for the
 individual terms and a composite ``<Task>Loss`` module configured by a frozen ``<Task>LossWeights``
-dataclass (the official weights are the defaults). ``<Task>Loss()(pred, batch)`` returns a dict of the weighted terms plus ``"loss"``, their
-sum; ``batch`` is a collated item dict of the matching ``sapiens2.data.datasets`` dataset.
+dataclass (the official weights are the defaults). ``<Task>Loss()(pred, batch)`` returns a dict
+of the weighted terms plus ``"loss"``, their sum; ``batch`` is a collated item dict of the matching
+``sapiens2.data.datasets`` dataset.
 """
 
 from __future__ import annotations

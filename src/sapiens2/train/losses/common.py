@@ -126,8 +126,8 @@ def forward_diff_sq(
 
     A difference ``a[..., i+1] - a[..., i]`` is valid only if both pixels are valid. Each value is
     ``Σ_{channels, valid differences} (Δpred - Δtarget)² / #valid differences`` (the 1-channel mask
-    counts a pixel pair once, not once per channel), as ``NormalGradL1Loss`` and ``AlbedoGradL1Loss``
-    in ``sapiens/dense/src/models/losses/`` reduce it.
+    counts a pixel pair once, not once per channel), as ``NormalGradL1Loss`` and
+    ``AlbedoGradL1Loss`` in ``sapiens/dense/src/models/losses/`` reduce it.
 
     Args:
         pred, target: (B, C, H, W). mask: (B, 1, H, W) bool.

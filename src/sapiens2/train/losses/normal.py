@@ -2,8 +2,8 @@
 
 The terms of ``NormalCosineSimilarityLoss`` / ``NormalGradL1Loss``
 (``sapiens/dense/src/models/losses/normal_loss.py``) and ``L1Loss`` (``l1_loss.py``) with the
-weights of ``sapiens/dense/configs/normal/metasim_render_people/*.py``; each term equals the official
-code's on ``tests/fixtures/official/losses.*`` (``tests/train/test_losses_official.py``).
+weights of ``sapiens/dense/configs/normal/metasim_render_people/*.py``; each term equals the
+official code's on ``tests/fixtures/official/losses.*`` (``tests/train/test_losses_official.py``).
 """
 
 from __future__ import annotations

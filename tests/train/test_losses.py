@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sapiens2.train.losses import (
     AlbedoLoss,
     NormalLoss,
+    NormalLossWeights,
     PointmapLoss,
     PointmapLossWeights,
     PoseLoss,
@@ -281,6 +282,8 @@ def _l1_loop(pred, gt, mask):
 
 
 def _grad_mse_loop(pred, gt, mask):
+    """Per direction: the squared forward-difference error summed over channels, averaged over the
+    valid pixel pairs (one count per pair, as the official 1-channel mask counts them)."""
     b, c, h, w = pred.shape
     res = []
     for dy, dx in ((0, 1), (1, 0)):
@@ -289,10 +292,12 @@ def _grad_mse_loop(pred, gt, mask):
             for y in range(h - dy):
                 for x in range(w - dx):
                     if mask[i, 0, y, x] and mask[i, 0, y + dy, x + dx]:
+                        err = 0.0
                         for ch in range(c):
                             dp = float(pred[i, ch, y + dy, x + dx] - pred[i, ch, y, x])
                             dg = float(gt[i, ch, y + dy, x + dx] - gt[i, ch, y, x])
-                            vals.append((dp - dg) ** 2)
+                            err += (dp - dg) ** 2
+                        vals.append(err)
         res.append(float(np.mean(vals)))
     return res
 
@@ -442,23 +447,65 @@ def _upsample2_1d(a, axis):
     return out.reshape(shape)
 
 
+def _multiscale_loop(pred, gt, mask):
+    """x2 bilinear of both maps (as given), mask nearest, dense L1 at the new size."""
+    pu = _upsample2_1d(_upsample2_1d(pred.numpy(), 2), 3)
+    gu = _upsample2_1d(_upsample2_1d(gt.numpy(), 2), 3)
+    mu = mask.numpy().repeat(2, axis=2).repeat(2, axis=3)
+    return float((np.abs(pu - gu).sum(1, keepdims=True) * mu).sum() / mu.sum())
+
+
 def test_pointmap_depth_normalised_l1_and_multiscale_match_loops():
     gt, mask, scale, K = _pointmap_gt()
-    pred = gt + 0.3 * torch.randn_like(gt)
+    pred = gt + 0.3 * torch.randn_like(gt)  # non-zero outside the mask, like a network's output
     md = _mean_depth_loop(gt, mask)
     _close(gt_mean_depth(gt, mask).flatten()[1], md[1])
     norm = torch.tensor(md, dtype=D).view(-1, 1, 1, 1)
-    pn, gn = (pred / norm).clamp(max=4), (gt / norm).clamp(max=4)
-    out = PointmapLoss()((pred, scale), {"pointmap": gt, "mask": mask, "scale": scale, "K": K})
+    pn, gn = pred / norm, gt / norm
+    batch = {"pointmap": gt, "mask": mask, "scale": scale, "K": K}
+    out = PointmapLoss()((pred, scale), batch)
     _close(out["l1"], 2 * _l1_loop(pn, gn, mask))
-    # x2 bilinear of the zero-outside-mask maps, mask nearest
-    pz, gz = (torch.where(mask, t, torch.zeros_like(t)).numpy() for t in (pn, gn))
-    pu = _upsample2_1d(_upsample2_1d(pz, 2), 3)
-    gu = _upsample2_1d(_upsample2_1d(gz, 2), 3)
-    mu = mask.numpy().repeat(2, axis=2).repeat(2, axis=3)
-    ref = (np.abs(pu - gu).sum(1, keepdims=True) * mu).sum() / mu.sum()
-    _close(out["multiscale_l1"], float(ref))
+    # official: the raw prediction is upsampled, so predicted values outside the mask reach
+    # the valid pixels next to the border
+    official = _multiscale_loop(pn, gn, mask)
+    _close(out["multiscale_l1"], official)
+    # our option: zero outside the mask first (the behaviour before the official default)
+    zeroed = _multiscale_loop(torch.where(mask, pn, torch.zeros_like(pn)), gn, mask)
+    opt = PointmapLoss(PointmapLossWeights(multiscale_zero_outside=True))((pred, scale), batch)
+    _close(opt["multiscale_l1"], zeroed)
+    assert abs(official - zeroed) > 1e-6  # the option changes the value here
+    for k in set(out) - {"multiscale_l1", "loss"}:
+        _close(opt[k], float(out[k]))
     _close(multiscale_l1_loss(pn, gn, mask, scales=(1.0,)), float(dense_l1_loss(pn, gn, mask)))
+
+
+def test_pointmap_clamp_applies_to_the_weighted_loss_value():
+    """The official head clamps the weighted L1, multiscale L1 and shift-invariant L1 values at 4
+    (no gradient above); the code before clamped the depth-normalised maps instead, which let these
+    terms exceed 4 and cut off large per-pixel errors below it."""
+    gt, mask, scale, K = _pointmap_gt()
+    batch = {"pointmap": gt, "mask": mask, "scale": scale, "K": K}
+    clamped = ("l1", "multiscale_l1", "shift_l1")
+    # far from the target: each clamped term is exactly 4 and passes no gradient
+    far = (5 - 20 * gt).requires_grad_(True)
+    out = PointmapLoss()((far, scale), batch)
+    for k in clamped:
+        assert float(out[k].detach()) == 4.0, (k, float(out[k].detach()))
+        (g,) = torch.autograd.grad(out[k], far, retain_graph=True)
+        assert float(g.abs().max()) == 0.0
+    raw = PointmapLoss(PointmapLossWeights(loss_clamp_max=None))((far, scale), batch)
+    assert all(float(raw[k].detach()) > 4.0 for k in clamped)
+    # one valid pixel 50 mean depths off: the maps are not clamped, the term (< 4) sees it whole
+    md = gt_mean_depth(gt, mask)
+    pred = gt.clone()
+    pred[0, 2, 0, 0] = 50 * md.flatten()[0]
+    out = PointmapLoss()((pred, scale), batch)
+    n_valid = float(mask.sum())
+    ref = 2 * abs(50 - float(gt[0, 2, 0, 0] / md.flatten()[0])) / n_valid
+    assert ref < 4
+    _close(out["l1"], ref)
+    with pytest.raises(ValueError, match="loss_clamp_max"):
+        PointmapLossWeights(loss_clamp_max=0.0)
 
 
 def test_silog_matches_loop_and_scale_properties():
@@ -523,10 +570,11 @@ def test_shift_invariant_l1():
     _close(base, float(np.mean(vals)))
 
 
-def _normals_loop(pts):
-    """Normals by explicit neighbour indexing with reflect padding at the right / bottom."""
+def _normals_loop(pts, amplification=100.0, min_length=1e-6):
+    """Normals by explicit neighbour indexing with reflect padding at the right / bottom:
+    ``cross(a (right - centre), a (down - centre)) / max(length, min_length)``; also the lengths."""
     b, _, h, w = pts.shape
-    out = np.zeros((b, 3, h, w))
+    out, length = np.zeros((b, 3, h, w)), np.zeros((b, h, w))
     p = pts.numpy()
     for i in range(b):
         for y in range(h):
@@ -534,17 +582,46 @@ def _normals_loop(pts):
                 xr = x + 1 if x + 1 < w else w - 2
                 yd = y + 1 if y + 1 < h else h - 2
                 c = p[i, :, y, x]
-                n = np.cross(p[i, :, y, xr] - c, p[i, :, yd, x] - c) * 100
-                out[i, :, y, x] = n / max(np.linalg.norm(n), 1e-12)
-    return out
+                n = np.cross(
+                    (p[i, :, y, xr] - c) * amplification, (p[i, :, yd, x] - c) * amplification
+                )
+                length[i, y, x] = np.linalg.norm(n)
+                out[i, :, y, x] = n / max(length[i, y, x], min_length)
+    return out, length
+
+
+def _normal_loss_loop(pred, gt, scale, mask, drop_boundary=False):
+    """``PointmapNormalLoss`` pixel by pixel: over mask pixels with a non-degenerate GT normal,
+    ``(1 - clamp(cos)) + mean_c |n̂ - n|`` (a degenerate predicted normal counts as 0)."""
+    s = scale.view(-1, 1, 1, 1)
+    npd, lp = _normals_loop(pred / s)
+    ngt, lg = _normals_loop(gt / s)
+    _, _, h, w = gt.shape
+    vals = []
+    for i, y, x in _valid_pixels(mask):
+        xr, yd = (x + 1 if x + 1 < w else w - 2), (y + 1 if y + 1 < h else h - 2)
+        if lg[i, y, x] <= 1e-6:
+            continue
+        if drop_boundary and not (mask[i, 0, y, xr] and mask[i, 0, yd, x]):
+            continue
+        n_hat = npd[i, :, y, x] if lp[i, y, x] > 1e-6 else np.zeros(3)
+        cos = float(np.clip(n_hat @ ngt[i, :, y, x], -1, 1))
+        vals.append(1 - cos + np.abs(n_hat - ngt[i, :, y, x]).mean())
+    return float(np.mean(vals))
 
 
 def test_pointmap_normals_and_normal_loss():
     gt, mask, scale, _ = _pointmap_gt()
     n, length = pointmap_normals(gt)
-    ok = (length > 1e-6).expand_as(n).numpy()  # skip degenerate (zero-area) masked-out corners
-    assert ok.mean() > 0.5
-    np.testing.assert_allclose(n.numpy()[ok], _normals_loop(gt)[ok], atol=1e-12)
+    ref_n, ref_len = _normals_loop(gt)
+    # where the right and lower neighbours coincide (a mask corner, GT 0 there) the length is 0
+    # up to rounding (a fused multiply-add leaves ~1e-16 of the products): below min_length
+    np.testing.assert_allclose(length[:, 0].numpy(), ref_len, rtol=1e-12, atol=1e-6)
+    ok = ref_len > 1e-6
+    assert ok.mean() > 0.8 and float(length[:, 0][torch.from_numpy(~ok)].max()) < 1e-6
+    np.testing.assert_allclose(
+        n.permute(0, 2, 3, 1).numpy()[ok], ref_n.transpose(0, 2, 3, 1)[ok], rtol=0, atol=1e-12
+    )
     # a plane z = 3 + 0.5 x: interior normals are ±(−0.5, 0, 1)/|·|
     yy, xx = torch.meshgrid(torch.arange(4, dtype=D), torch.arange(5, dtype=D), indexing="ij")
     plane = torch.stack([xx, yy, 3 + 0.5 * xx])[None]
@@ -552,24 +629,22 @@ def test_pointmap_normals_and_normal_loss():
     ref = torch.tensor([-0.5, 0.0, 1.0], dtype=D) / math.sqrt(1.25)
     inner = pn[0, :, :-1, :-1].reshape(3, -1)
     torch.testing.assert_close(inner, ref[:, None].expand_as(inner), rtol=0, atol=1e-12)
-    # loss: loop reference, zero at GT, invariant to scaling / shifting the prediction
+    # loss: loop reference (official: mask-border pixels count, their neighbours outside the mask
+    # are GT 0 and the raw prediction), zero at GT, invariant to scaling / shifting the prediction
     pred = gt + 0.05 * torch.randn_like(gt)
-    npd, ngt = (
-        _normals_loop(pred / scale.view(-1, 1, 1, 1)),
-        _normals_loop(gt / scale.view(-1, 1, 1, 1)),
-    )
-    _, _, h, w = gt.shape
-    cos_vals, l1_vals = [], []
-    for i, y, x in _valid_pixels(mask):
-        xr, yd = (x + 1 if x + 1 < w else w - 2), (y + 1 if y + 1 < h else h - 2)
-        if mask[i, 0, y, xr] and mask[i, 0, yd, x]:
-            cos_vals.append(1 - npd[i, :, y, x] @ ngt[i, :, y, x])
-            l1_vals.extend(np.abs(npd[i, :, y, x] - ngt[i, :, y, x]))
-    ref_loss = np.mean(cos_vals) + np.mean(l1_vals)
-    _close(pointmap_normal_loss(pred, gt, scale, mask), float(ref_loss))
+    ref_loss = _normal_loss_loop(pred, gt, scale, mask)
+    _close(pointmap_normal_loss(pred, gt, scale, mask), ref_loss)
     _close(pointmap_normal_loss(gt, gt, scale, mask), 0.0, 1e-12)
     moved = 2.5 * pred + torch.tensor([1.0, -2.0, 0.5], dtype=D).view(1, 3, 1, 1)
-    _close(pointmap_normal_loss(moved, gt, scale, mask), float(ref_loss), 1e-9)
+    _close(pointmap_normal_loss(moved, gt, scale, mask), ref_loss, 1e-9)
+    # our option: only pixels whose right and lower neighbours are valid too (the old behaviour)
+    inner_loss = _normal_loss_loop(pred, gt, scale, mask, drop_boundary=True)
+    _close(pointmap_normal_loss(pred, gt, scale, mask, drop_boundary=True), inner_loss)
+    assert abs(inner_loss - ref_loss) > 1e-5
+    w = PointmapLossWeights(normal_drop_boundary=True)
+    batch = {"pointmap": gt, "mask": mask, "scale": scale, "K": _camera(2, 6, 5)}
+    _close(PointmapLoss(w)((pred, scale), batch)["normal"], 2 * inner_loss)
+    _close(PointmapLoss()((pred, scale), batch)["normal"], 2 * ref_loss)
 
 
 def test_pointmap_composite():
@@ -587,15 +662,28 @@ def test_pointmap_composite():
     _close(out["loss"], float(_sum_terms(out)))
     _close(out["scale"], 4 * 0.01, 1e-9)
     _close(scale_l1_loss(ps, scale), 0.01, 1e-9)
-    # masked-out predictions (even NaN) change nothing; gradients stay finite
+    # masked-out predictions reach only the two terms that read neighbours (official: the
+    # multiscale resizing and the normals at the mask border) ...
+    reads_outside = {"multiscale_l1", "normal", "loss"}
+    other = torch.where(mask, pred, torch.randn_like(pred) * 50)
+    b = loss((other, ps), batch)
+    for k in set(out) - reads_outside:
+        _close(b[k], float(out[k]))
+    assert all(abs(float(b[k]) - float(out[k])) > 1e-6 for k in reads_outside)
+    # ... and none with both deviations on: even NaN there changes nothing, gradients stay finite
+    inside_only = PointmapLoss(
+        PointmapLossWeights(multiscale_zero_outside=True, normal_drop_boundary=True)
+    )
+    ref = inside_only((pred, ps), batch)
     nan_pred = torch.where(mask, pred, torch.full_like(pred, float("nan")))
-    a = _finite_grad(lambda p: loss((p, ps), batch), nan_pred)
+    a = _finite_grad(lambda p: inside_only((p, ps), batch), nan_pred)
     for k in a:
-        _close(a[k], float(out[k]))
+        _close(a[k], float(ref[k]))
     # a masked-out block (zero-area normals there) keeps the gradient finite
     block = mask.clone()
     block[:, :, 3:, 2:] = False
-    _finite_grad(lambda p: loss((p, ps), {**batch, "mask": block}), nan_pred)
+    _finite_grad(lambda p: inside_only((p, ps), {**batch, "mask": block}), nan_pred)
+    _finite_grad(lambda p: loss((p, ps), {**batch, "mask": block}), torch.where(block, pred, gt))
     # composite shift-invariant term ignores a common shift (values stay under the clamp)
     w = PointmapLossWeights(
         l1=0, multiscale_l1=0, silog=0, intrinsics=0, normal=0, scale=0, shift_l1=1
@@ -625,3 +713,18 @@ def test_float32_and_bf16_predictions_are_computed_in_float32():
     batch = {"pointmap": gt.float(), "mask": mask, "scale": scale.float(), "K": K.float()}
     out = PointmapLoss()((gt.bfloat16(), scale.bfloat16()), batch)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+
+
+def test_recipe_options_switch_the_pointmap_deviations():
+    from sapiens2.train.recipes import get_recipe
+    from sapiens2.train.trainer import recipe_loss
+
+    default = recipe_loss(get_recipe("pointmap-tiny")).weights
+    assert default == PointmapLossWeights()  # the official terms
+    assert not default.multiscale_zero_outside and not default.normal_drop_boundary
+    r = get_recipe("pointmap-1b").with_overrides(
+        ["pointmap_multiscale_zero_outside=true", "pointmap_normal_drop_boundary=true"]
+    )
+    w = recipe_loss(r).weights
+    assert w.multiscale_zero_outside and w.normal_drop_boundary
+    assert recipe_loss(get_recipe("normal-tiny")).weights == NormalLossWeights()

@@ -742,11 +742,10 @@ class TopdownAffine:
             ch["albedo"] = cv2.warpAffine(sample.albedo, m, (out_w, out_h), flags=cv2.INTER_LINEAR)
         if sample.keypoints is not None:
             kp = geometry.transform_points(sample.keypoints, m)
+            # in the crop: 0 <= x < W and 0 <= y < H (as PoseTopdownAffine in
+            # sapiens/pose/src/datasets/transforms/pose_transforms.py)
             inside = (
-                (kp[..., 0] >= 0)
-                & (kp[..., 0] <= out_w - 1)
-                & (kp[..., 1] >= 0)
-                & (kp[..., 1] <= out_h - 1)
+                (kp[..., 0] >= 0) & (kp[..., 0] < out_w) & (kp[..., 1] >= 0) & (kp[..., 1] < out_h)
             )
             ch["keypoints"] = np.where(inside[..., None], kp, 0.0)
             if sample.keypoints_visible is not None:

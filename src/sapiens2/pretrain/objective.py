@@ -2,6 +2,10 @@
 
 Each weight may be 0 for ablations (MAE only, distillation only, both). The contrastive term is the
 [CLS] cross-view cross-entropy, plus ``patch_weight`` times the iBOT-style patch term when enabled.
+KoLeo is weighted as the reference code does (``dinov3/train/ssl_meta_arch.py``, and DINOv2's
+``dinov2/train/ssl_meta_arch.py``): ``weight × Σ over the G global views`` of the per-view KoLeo,
+i.e. ``G × weight ×`` the view mean that is logged as ``"koleo"``; ``LossWeights.koleo_view_mean``
+weights the mean instead (half as much with two global views, our earlier behaviour).
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ __all__ = ["LossWeights", "pretrain_losses"]
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the three terms (paper A.1.1); 0 switches a branch off entirely."""
+    """Weights of the three terms (paper A.1.1); 0 switches a branch off entirely.
+
+    Attributes:
+        mae, distill, koleo: the term weights.
+        koleo_view_mean: off (the reference): the total gets ``koleo × Σ_views KoLeo(view)``; on
+            (our deviation, the behaviour before): ``koleo × mean_views KoLeo(view)``.
+    """
 
     mae: float = 1.0
     distill: float = 0.4
     koleo: float = 0.04
+    koleo_view_mean: bool = False
 
     def __post_init__(self) -> None:
         for name in ("mae", "distill", "koleo"):
@@ -71,7 +82,8 @@ def pretrain_losses(
         teacher_temp: the teacher temperature of this step.
 
     Returns:
-        ``(total, {"loss", "mae", "distill", "koleo", "patch"})`` (terms that are off are absent).
+        ``(total, {"loss", "mae", "distill", "koleo", "patch"})`` (terms that are off are absent;
+        ``"koleo"`` is the unweighted mean over the global views, as DINOv3 logs it).
     """
     terms: dict[str, torch.Tensor] = {}
     total = global_views.new_zeros((), dtype=torch.float32)
@@ -120,7 +132,8 @@ def pretrain_losses(
                 x = gather_with_grad(cls[i]) if distill.koleo_scope == "global" else cls[i]
                 per_view.append(koleo_loss(x))
             terms["koleo"] = torch.stack(per_view).mean()
-            total = total + weights.koleo * terms["koleo"]
+            views = 1 if weights.koleo_view_mean else g  # Σ over views = g × the mean
+            total = total + weights.koleo * views * terms["koleo"]
     out = {name: t.detach() for name, t in terms.items()}
     out["loss"] = total.detach()
     return total, out

@@ -1,5 +1,6 @@
-"""Optimiser and schedule of the official recipes: AdamW with layer-wise lr decay, linear warm-up
-then polynomial decay, global-norm gradient clipping (spec §3.1, §6.3)."""
+"""Optimiser and schedule of the recipes: AdamW with layer-wise lr decay, linear warm-up then
+polynomial decay, global-norm gradient clipping, following the official configs and
+``_generate_param_groups`` in ``sapiens/engine/runners/base_runner.py`` (no fixture test)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def layer_id(name: str, depth: int) -> int:
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """The official rule: no decay for 1-D parameters, biases and positional embeddings."""
+    """No decay for 1-D parameters, biases and positional embeddings (the rule of
+    ``_generate_param_groups`` in ``sapiens/engine/runners/base_runner.py``)."""
     return param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name
 
 

@@ -1,6 +1,8 @@
 """Fine-tuning recipes: typed dataclasses named ``<task>-<size>`` that derive from one base.
 
-The official hyper-parameters (spec §3.1–3.2) fill the per-task, per-size table below; the
+The hyper-parameters of the official task configs (``sapiens/pose/configs/keypoints308/...``,
+``sapiens/dense/configs/{seg,normal,pointmap,albedo}/...``, batch sizes from the
+``sapiens/{pose,dense}/scripts/<task>/train/sapiens2_<size>/node.sh`` launchers) fill the per-task, per-size table below; the
 ``tiny`` size is our CPU-sized recipe for tests, demos and quick experiments.
 ``Recipe.with_overrides({"max_steps": "100"})`` applies ``--set key=value`` strings, rejecting
 unknown keys.
@@ -59,6 +61,12 @@ class Recipe:
     # pose loss: 0 = the official weighted MSE over all keypoints; N = online hard keypoint mining
     # (the official configs' commented alternative, with 128), the N hardest keypoints per sample
     pose_ohkm_topk: int = 0
+    # pointmap loss deviations from the official terms (docs/training.md), off = official:
+    # zero the prediction outside the mask before the multiscale L1 upsamples it (no border leak)
+    pointmap_multiscale_zero_outside: bool = False
+    # the normals-from-pointmap term skips mask-border pixels (their official "normals" are built
+    # from points outside the mask)
+    pointmap_normal_drop_boundary: bool = False
     # channels of every head stage (0: the arch's official head; see models.task.widen_head)
     head_width: int = 0
     augment: bool = True  # the official training augmentations (off: the eval pipeline)

@@ -34,7 +34,7 @@ from sapiens2.models import (
     widen_head,
 )
 from sapiens2.train import distributed as dist_utils
-from sapiens2.train.losses import PoseLossWeights, create_loss
+from sapiens2.train.losses import PointmapLossWeights, PoseLossWeights, create_loss
 from sapiens2.train.optim import Schedule, param_groups, set_lr
 from sapiens2.train.recipes import Recipe
 
@@ -60,11 +60,21 @@ def recipe_model(recipe: Recipe, device=None) -> TaskModel:
 
 
 def recipe_loss(recipe: Recipe) -> nn.Module:
-    """The task loss of ``recipe``: the official one, or OHKM for pose when ``pose_ohkm_topk``."""
+    """The task loss of ``recipe``: the official terms, OHKM for pose when ``pose_ohkm_topk``, and
+    the pointmap deviations that ``pointmap_multiscale_zero_outside`` /
+    ``pointmap_normal_drop_boundary`` switch on."""
     if recipe.pose_ohkm_topk < 0:
         raise ValueError(f"pose_ohkm_topk must be >= 0, got {recipe.pose_ohkm_topk}")
     if recipe.task == "pose" and recipe.pose_ohkm_topk:
         return create_loss("pose", PoseLossWeights(ohkm_topk=recipe.pose_ohkm_topk))
+    if recipe.task == "pointmap":
+        return create_loss(
+            "pointmap",
+            PointmapLossWeights(
+                multiscale_zero_outside=recipe.pointmap_multiscale_zero_outside,
+                normal_drop_boundary=recipe.pointmap_normal_drop_boundary,
+            ),
+        )
     return create_loss(recipe.task)
 
 

@@ -1,9 +1,14 @@
-"""Training losses of the five tasks, as in the official configs (spec §3.3-§3.8).
+"""Training losses of the five tasks: the terms of the official loss modules
+(``sapiens/pose/src/models/losses/``, ``sapiens/dense/src/models/losses/``) with the weights of the
+1B task configs.
 
-Each task module has plain functions for the individual terms and a composite ``<Task>Loss``
-module configured by a frozen ``<Task>LossWeights`` dataclass (the official weights are the
-defaults). ``<Task>Loss()(pred, batch)`` returns a dict of the weighted terms plus ``"loss"``, their
-sum; ``batch`` is a collated item dict of the matching ``sapiens2.data.datasets`` dataset.
+By default every term equals the official code's on its own seeded inputs
+(``tests/fixtures/official/losses.*``, ``tests/train/test_losses_official.py``); our deviations are
+named options, off by default (docs/training.md). Each task module has plain functions for the
+individual terms and a composite ``<Task>Loss`` module configured by a frozen ``<Task>LossWeights``
+dataclass (the official weights are the defaults). ``<Task>Loss()(pred, batch)`` returns a dict
+of the weighted terms plus ``"loss"``, their sum; ``batch`` is a collated item dict of the matching
+``sapiens2.data.datasets`` dataset.
 """
 
 from __future__ import annotations

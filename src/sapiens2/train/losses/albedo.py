@@ -1,4 +1,10 @@
-"""Albedo losses (spec §3.8): L1 ×2 + gradient ×2 + chromaticity L1 ×1."""
+"""Albedo losses: L1 ×2 + gradient ×2 + chromaticity L1 ×1.
+
+The terms of ``AlbedoGradL1Loss`` / ``AlbedoChromaticityL1Loss``
+(``sapiens/dense/src/models/losses/albedo_loss.py``) and ``L1Loss`` (``l1_loss.py``) with the
+weights of ``sapiens/dense/configs/albedo/render_people/*.py``; each term equals the official code's
+on ``tests/fixtures/official/losses.*`` (``tests/train/test_losses_official.py``).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +36,9 @@ __all__ = [
 
 
 def albedo_grad_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Official ``AlbedoGradL1Loss``: ``0.5 · (masked MSE of x forward differences + of y)``.
+    """Official ``AlbedoGradL1Loss``: ``0.5 · (x term + y term)`` of
+    :func:`~sapiens2.train.losses.common.forward_diff_sq`
+    (squared errors of forward differences summed over channels, averaged over valid differences).
 
     Args:
         pred, target: (B, 3, H, W). mask: (B, 1, H, W) bool.

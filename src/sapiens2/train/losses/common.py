@@ -100,7 +100,8 @@ def masked_sum_per_pixel(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def dense_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Official dense ``L1Loss``: ``Σ_{channels, valid pixels} |pred - target| / #valid pixels``.
+    """Dense L1 as ``L1Loss`` (``sapiens/dense/src/models/losses/l1_loss.py``):
+    ``Σ_{channels, valid pixels} |pred - target| / #valid pixels``.
 
     Args:
         pred, target: (B, C, H, W). mask: (B, 1, H, W) bool.
@@ -120,10 +121,19 @@ def masked_elem_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def forward_diff_sq(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked mean squared error of forward differences in x and in y.
+    """Squared error of forward differences in x and in y, summed over channels, averaged over the
+    valid differences of the whole batch.
 
-    A difference ``a[..., i+1] - a[..., i]`` is valid only if both pixels are valid; each mean runs
-    over valid differences and channels of the whole batch. Returns ``(mse_x, mse_y)`` scalars.
+    A difference ``a[..., i+1] - a[..., i]`` is valid only if both pixels are valid. Each value is
+    ``Σ_{channels, valid differences} (Δpred - Δtarget)² / #valid differences`` (the 1-channel mask
+    counts a pixel pair once, not once per channel), as ``NormalGradL1Loss`` and
+    ``AlbedoGradL1Loss`` in ``sapiens/dense/src/models/losses/`` reduce it.
+
+    Args:
+        pred, target: (B, C, H, W). mask: (B, 1, H, W) bool.
+
+    Returns:
+        ``(x_term, y_term)`` scalars (0 with no valid difference).
     """
     dpx = pred[..., :, 1:] - pred[..., :, :-1]
     dgx = target[..., :, 1:] - target[..., :, :-1]
@@ -131,11 +141,12 @@ def forward_diff_sq(
     dpy = pred[..., 1:, :] - pred[..., :-1, :]
     dgy = target[..., 1:, :] - target[..., :-1, :]
     my = mask[..., 1:, :] & mask[..., :-1, :]
-    return masked_elem_mean((dpx - dgx) ** 2, mx), masked_elem_mean((dpy - dgy) ** 2, my)
+    return masked_sum_per_pixel((dpx - dgx) ** 2, mx), masked_sum_per_pixel((dpy - dgy) ** 2, my)
 
 
 def finite_or_zero(loss: torch.Tensor) -> torch.Tensor:
-    """Replace a NaN / inf loss by 0 (as the official normal losses do)."""
+    """Replace a NaN / inf loss by 0 (the ``torch.nan_to_num`` of the normal losses in
+    ``sapiens/dense/src/models/losses/normal_loss.py`` and ``l1_loss.py``)."""
     return torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
 
 

@@ -1,4 +1,10 @@
-"""Surface-normal losses (spec §3.6): cosine ×10 + L1 ×1 + gradient ×10, NaN/inf terms -> 0."""
+"""Surface-normal losses: cosine ×10 + L1 ×1 + gradient ×10, NaN/inf terms -> 0.
+
+The terms of ``NormalCosineSimilarityLoss`` / ``NormalGradL1Loss``
+(``sapiens/dense/src/models/losses/normal_loss.py``) and ``L1Loss`` (``l1_loss.py``) with the
+weights of ``sapiens/dense/configs/normal/metasim_render_people/*.py``; each term equals the
+official code's on ``tests/fixtures/official/losses.*`` (``tests/train/test_losses_official.py``).
+"""
 
 from __future__ import annotations
 
@@ -47,14 +53,15 @@ def normal_cosine_loss(
 
 
 def normal_grad_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Official ``NormalGradL1Loss`` (a squared error despite its name): masked MSE of the x forward
-    differences of pred vs target plus the same in y; a difference needs both pixels valid.
+    """Official ``NormalGradL1Loss`` (a squared error despite its name): the squared error of the x
+    forward differences of pred vs target, summed over channels and averaged over the valid
+    differences, plus the same in y; a difference needs both pixels valid.
 
     Args:
         pred, target: (B, C, H, W). mask: (B, 1, H, W) bool.
 
     Returns:
-        Scalar.
+        Scalar (0 with no valid difference).
     """
     mse_x, mse_y = forward_diff_sq(pred, target, mask)
     return mse_x + mse_y

@@ -1,10 +1,15 @@
-"""Pointmap losses (spec §3.7).
+"""Pointmap losses.
 
 The model predicts a canonical pointmap ``s · (X, Y, Z)`` (``s = 768 / fx``) and the scale ``s``.
-The official set: L1 ×2 and multiscale L1 ×1 on depth-normalised maps, SiLog ×1 on depth,
-intrinsics consistency ×1, shift-invariant L1 ×1, normals-from-pointmap ×2 and scale L1 ×4.
-"Depth-normalised" means divided by the ground truth's mean canonical depth over valid pixels
-(per sample) and clamped to at most 4.
+The terms and weights of ``sapiens/dense/configs/pointmap/render_people/*.py``, combined as
+``PointmapHead.loss`` (``sapiens/dense/src/models/heads/pointmap_head.py``) does: L1 ×2 and
+multiscale L1 ×1 on depth-normalised maps (divided by the ground truth's mean canonical depth over
+valid pixels, per sample), SiLog ×1 on depth, intrinsics consistency ×1, shift-invariant L1 ×1 on
+the depth-normalised maps, normals-from-pointmap ×2 and scale L1 ×4. The weighted L1, multiscale
+L1 and shift-invariant L1 terms are clamped at 4 (``torch.clamp(loss, max=4)``: no gradient above).
+By default every term equals the official code's on ``tests/fixtures/official/losses.*``
+(``tests/train/test_losses_official.py``); ``PointmapLossWeights.multiscale_zero_outside`` and
+``normal_drop_boundary`` are our deviations, off by default (docs/training.md).
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from sapiens2.train.losses.common import (
 __all__ = [
     "PointmapLoss",
     "PointmapLossWeights",
-    "depth_normalize",
     "gt_mean_depth",
     "intrinsics_consistency_loss",
     "multiscale_l1_loss",
@@ -56,32 +60,32 @@ def gt_mean_depth(gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, mean, torch.ones_like(mean))
 
 
-def depth_normalize(
-    points: torch.Tensor, mean_depth: torch.Tensor, clamp_max: float = 4.0
-) -> torch.Tensor:
-    """``(points / mean_depth).clamp(max=clamp_max)``; points (B, 3, H, W), mean_depth (B, 1, 1, 1)."""
-    return (points / mean_depth).clamp(max=clamp_max)
-
-
 def multiscale_l1_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     mask: torch.Tensor,
     scales: Sequence[float] = (2.0,),
+    zero_outside_mask: bool = False,
 ) -> torch.Tensor:
-    """Official ``MultiscaleL1Loss``: maps bilinearly resized by each factor (mask nearest), dense
-    L1 at that size; the mean over ``scales`` (official: one factor, ×2). Both maps are set to 0
-    outside the mask before resizing, so masked-out values cannot leak into valid pixels.
+    """``MultiscaleL1Loss`` (``sapiens/dense/src/models/losses/l1_loss.py``): both maps bilinearly
+    resized by each factor (mask nearest), dense L1 at that size; the mean over ``scales`` (the
+    configs: one factor, ×2).
+
+    The official code resizes the raw prediction, so near the mask border the valid upsampled
+    pixels mix in predicted values from outside the mask. ``zero_outside_mask=True`` (our
+    deviation) sets both maps to 0 outside the mask first, so nothing from there leaks in.
 
     Args:
         pred, target: (B, C, H, W). mask: (B, 1, H, W) bool. scales: resize factors.
+        zero_outside_mask: zero the maps outside the mask before resizing.
 
     Returns:
         Scalar.
     """
     if not scales:
         raise ValueError("multiscale L1: at least one scale is needed")
-    pred, target = zero_outside(pred, mask), zero_outside(target, mask)
+    if zero_outside_mask:
+        pred, target = zero_outside(pred, mask), zero_outside(target, mask)
     total = pred.new_zeros(())
     for f in scales:
         if f == 1:
@@ -185,25 +189,29 @@ def _pad_right_down(x: torch.Tensor) -> torch.Tensor:
 
 
 def pointmap_normals(
-    points: torch.Tensor, factor: float = 100.0
+    points: torch.Tensor, amplification: float = 100.0, min_length: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normals of a pointmap from ``cross(right - centre, down - centre) · factor`` (reflect padding
-    at the right / bottom border), L2-normalised.
+    """Normals of a pointmap as ``PointmapNormalLoss.compute_normals``
+    (``sapiens/dense/src/models/losses/pointmap_loss.py``): ``cross(a·(right - centre),
+    a·(down - centre))`` with reflect padding at the right / bottom border, divided by its length
+    clamped to at least ``min_length``.
 
     Args:
         points: (B, 3, H, W), H, W >= 2.
-        factor: scale applied before normalising (official 100).
+        amplification: ``a``, applied to both difference vectors (official 100).
+        min_length: the length below which a normal is degenerate (official 1e-6).
 
     Returns:
-        ``(normals (B, 3, H, W), norm (B, 1, H, W))``: unit normals and the pre-normalisation length.
+        ``(normals (B, 3, H, W), length (B, 1, H, W))``: the normalised cross products (unit where
+        ``length > min_length``) and their length before normalising.
     """
     p = _pad_right_down(points)
     h, w = points.shape[-2:]
-    right = p[..., :h, 1 : w + 1] - points
-    down = p[..., 1 : h + 1, :w] - points
-    n = torch.cross(right, down, dim=1) * factor
-    norm = n.norm(dim=1, keepdim=True)
-    return n / norm.clamp(min=1e-12), norm
+    right = (p[..., :h, 1 : w + 1] - points) * amplification
+    down = (p[..., 1 : h + 1, :w] - points) * amplification
+    n = torch.cross(right, down, dim=1)
+    length = n.norm(dim=1, keepdim=True)
+    return n / length.clamp(min=min_length), length
 
 
 def pointmap_normal_loss(
@@ -212,36 +220,43 @@ def pointmap_normal_loss(
     gt_scale: torch.Tensor,
     mask: torch.Tensor,
     l1_weight: float = 1.0,
-    min_length: float = 1e-8,
+    min_length: float = 1e-6,
+    drop_boundary: bool = False,
 ) -> torch.Tensor:
     """Official ``PointmapNormalLoss``: both pointmaps divided by the GT scale, normals from each
-    (:func:`pointmap_normals`); ``mean(1 - cos) + l1_weight · mean|n̂ - n|`` over pixels whose GT
-    normal is valid: the pixel and its right and lower neighbours valid and the GT cross product
-    (times 100) longer than ``min_length``. The L1 mean runs over pixels and channels.
+    (:func:`pointmap_normals`); per pixel ``(1 - clamp(cos, -1, 1)) + l1_weight · mean_c |n̂ - n|``,
+    averaged over the pixels where the GT normal is valid (the pixel in the mask, GT normal longer
+    than ``min_length``). A predicted normal that is degenerate or outside the mask counts as 0.
+
+    The official normal of a valid pixel on the mask border is built from a neighbour outside the
+    mask (GT 0 there, the prediction's raw value), so it is not a surface normal.
+    ``drop_boundary=True`` (our deviation) also requires the right and lower neighbours to be valid.
 
     Args:
         pred, target: (B, 3, H, W) canonical pointmaps. gt_scale: (B, 1). mask: (B, 1, H, W) bool.
         l1_weight: weight of the L1 part (official 1.0).
-        min_length: degenerate-normal threshold.
+        min_length: degenerate-normal threshold (official 1e-6).
+        drop_boundary: skip pixels whose right or lower neighbour is outside the mask.
 
     Returns:
-        Scalar.
+        Scalar (0 with no valid pixel).
     """
     s = gt_scale.view(-1, 1, 1, 1).to(pred.dtype)
-    n_pred, _ = pointmap_normals(pred / s)
-    n_gt, gt_len = pointmap_normals(target / s)
-    mf = _pad_right_down(mask.float())
-    h, w = mask.shape[-2:]
-    valid = (
-        mask
-        & (mf[..., :h, 1 : w + 1] > 0.5)
-        & (mf[..., 1 : h + 1, :w] > 0.5)
-        & (gt_len > min_length)
-    )
-    cos = (n_pred * n_gt).sum(dim=1, keepdim=True)
-    return masked_elem_mean(1 - cos, valid) + l1_weight * masked_elem_mean(
-        (n_pred - n_gt).abs(), valid
-    )
+    if drop_boundary:  # the kept pixels read no point outside the mask: keep those out entirely
+        pred = zero_outside(pred, mask)
+    n_pred, pred_len = pointmap_normals(pred / s, min_length=min_length)
+    n_gt, gt_len = pointmap_normals(target / s, min_length=min_length)
+    zero = torch.zeros_like(n_pred)
+    n_pred = torch.where(mask & (pred_len > min_length), n_pred, zero)
+    valid = mask & (gt_len > min_length)
+    n_gt = torch.where(valid, n_gt, zero)
+    if drop_boundary:
+        mf = _pad_right_down(mask.float())
+        h, w = mask.shape[-2:]
+        valid = valid & (mf[..., :h, 1 : w + 1] > 0.5) & (mf[..., 1 : h + 1, :w] > 0.5)
+    cos = (n_pred * n_gt).sum(dim=1, keepdim=True).clamp(-1.0, 1.0)
+    per_pixel = (1 - cos) + l1_weight * (n_pred - n_gt).abs().mean(dim=1, keepdim=True)
+    return masked_elem_mean(per_pixel, valid)
 
 
 def scale_l1_loss(pred_scale: torch.Tensor, gt_scale: torch.Tensor) -> torch.Tensor:
@@ -251,7 +266,7 @@ def scale_l1_loss(pred_scale: torch.Tensor, gt_scale: torch.Tensor) -> torch.Ten
 
 @dataclass(frozen=True)
 class PointmapLossWeights:
-    """Weights of the pointmap loss (the official values as defaults).
+    """Weights and options of the pointmap loss (the official values as defaults).
 
     Attributes:
         l1: dense L1 on depth-normalised maps (term ``"l1"``).
@@ -261,10 +276,15 @@ class PointmapLossWeights:
         shift_l1: shift-invariant L1 on depth-normalised maps (``"shift_l1"``).
         normal: normals-from-pointmap loss (``"normal"``).
         scale: L1 on the scale (``"scale"``).
-        clamp_max: upper clamp of the depth-normalised maps.
+        loss_clamp_max: upper clamp of the weighted ``"l1"``, ``"multiscale_l1"`` and
+            ``"shift_l1"`` terms (official 4.0; no gradient above it); None for no clamp.
         multiscale_factors: resize factors of the multiscale L1.
         silog_variance_focus: λ of SiLog.
         normal_l1_weight: weight of the L1 part of the normal loss.
+        multiscale_zero_outside: our deviation (off = official): zero the prediction outside the
+            mask before the multiscale L1 resizes it.
+        normal_drop_boundary: our deviation (off = official): the normal loss skips mask-border
+            pixels whose right or lower neighbour is outside the mask.
     """
 
     l1: float = 2.0
@@ -274,10 +294,16 @@ class PointmapLossWeights:
     shift_l1: float = 1.0
     normal: float = 2.0
     scale: float = 4.0
-    clamp_max: float = 4.0
+    loss_clamp_max: float | None = 4.0
     multiscale_factors: tuple[float, ...] = (2.0,)
     silog_variance_focus: float = 0.5
     normal_l1_weight: float = 1.0
+    multiscale_zero_outside: bool = False
+    normal_drop_boundary: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss_clamp_max is not None and not self.loss_clamp_max > 0:
+            raise ValueError(f"loss_clamp_max must be positive or None, got {self.loss_clamp_max}")
 
 
 def _as_b1(x: torch.Tensor, b: int, name: str) -> torch.Tensor:
@@ -291,11 +317,20 @@ class PointmapLoss(nn.Module):
     ``batch["pointmap"]`` (B, 3, H, W) canonical GT, ``batch["mask"]``, ``batch["scale"]`` (B, 1)
     GT ``s`` and ``batch["K"]`` (B, 3, 3) intrinsics of the input frame. Returns ``{"l1",
     "multiscale_l1", "silog", "intrinsics", "shift_l1", "normal", "scale", "loss"}`` (weighted;
-    zero-weight terms skipped)."""
+    zero-weight terms skipped).
+
+    The GT is set to 0 outside the mask (as the official ``PointmapGenerateTarget`` writes it); the
+    prediction is used as it is: only the multiscale L1 (bilinear resizing) and the normal loss
+    (neighbour differences) read it outside the mask, as the official terms do.
+    """
 
     def __init__(self, weights: PointmapLossWeights | None = None) -> None:
         super().__init__()
         self.weights = weights or PointmapLossWeights()
+
+    def _clamp(self, term: torch.Tensor) -> torch.Tensor:
+        cmax = self.weights.loss_clamp_max
+        return term if cmax is None else term.clamp(max=cmax)
 
     def forward(
         self, pred: tuple[torch.Tensor, torch.Tensor], batch: Mapping[str, Any]
@@ -315,7 +350,7 @@ class PointmapLoss(nn.Module):
             )
         b = gt.shape[0]
         mask = as_mask(get_tensor(batch, "mask", "pointmap"), gt, "pointmap")
-        points, gt = zero_outside(points, mask), zero_outside(gt, mask)
+        gt = zero_outside(gt, mask)
         gt_scale = _as_b1(get_tensor(batch, "scale", "pointmap").to(dev), b, "batch['scale']")
         pred_scale = _as_b1(pred_scale, b, "the predicted scale").to(points.dtype)
         gt_scale = gt_scale.to(points.dtype)
@@ -323,13 +358,15 @@ class PointmapLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if w.l1 or w.multiscale_l1 or w.shift_l1:
             mean_d = gt_mean_depth(gt, mask)
-            pn = depth_normalize(points, mean_d, w.clamp_max)
-            gn = depth_normalize(gt, mean_d, w.clamp_max)
+            pn, gn = points / mean_d, gt / mean_d
             if w.l1:
-                terms["l1"] = w.l1 * dense_l1_loss(pn, gn, mask)
+                terms["l1"] = self._clamp(w.l1 * dense_l1_loss(pn, gn, mask))
             if w.multiscale_l1:
-                terms["multiscale_l1"] = w.multiscale_l1 * multiscale_l1_loss(
-                    pn, gn, mask, w.multiscale_factors
+                terms["multiscale_l1"] = self._clamp(
+                    w.multiscale_l1
+                    * multiscale_l1_loss(
+                        pn, gn, mask, w.multiscale_factors, w.multiscale_zero_outside
+                    )
                 )
         if w.silog:
             terms["silog"] = w.silog * silog_loss(
@@ -339,10 +376,15 @@ class PointmapLoss(nn.Module):
             K = get_tensor(batch, "K", "pointmap")
             terms["intrinsics"] = w.intrinsics * intrinsics_consistency_loss(points, K, mask)
         if w.shift_l1:
-            terms["shift_l1"] = w.shift_l1 * shift_invariant_l1_loss(pn, gn, mask)
+            terms["shift_l1"] = self._clamp(w.shift_l1 * shift_invariant_l1_loss(pn, gn, mask))
         if w.normal:
             terms["normal"] = w.normal * pointmap_normal_loss(
-                points, gt, gt_scale, mask, w.normal_l1_weight
+                points,
+                gt,
+                gt_scale,
+                mask,
+                w.normal_l1_weight,
+                drop_boundary=w.normal_drop_boundary,
             )
         if w.scale:
             terms["scale"] = w.scale * scale_l1_loss(pred_scale, gt_scale)

@@ -1,4 +1,10 @@
-"""Pose heatmap losses (spec §3.3): weighted keypoint MSE, ×10, and its OHKM variant."""
+"""Pose heatmap losses: weighted keypoint MSE ×10 and its OHKM variant.
+
+The MSE is ``KeypointMSELoss`` (``sapiens/pose/src/models/losses/heatmap_loss.py``) with the weight
+of ``sapiens/pose/configs/keypoints308/shutterstock_goliath_3po/*.py``; it equals the official term
+on ``tests/fixtures/official/losses.*``. OHKM (the configs' commented ``KeypointOHKMMSELoss``
+alternative) is not fixture-tested.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Segmentation losses (spec §3.5): class-weighted cross entropy + Dice, ignore label 255."""
+"""Segmentation losses: class-weighted cross entropy + Dice, ignore label 255.
+
+``CrossEntropyLoss`` / ``DiceLoss`` (``sapiens/dense/src/models/losses/seg_loss.py``) with the
+settings of ``sapiens/dense/configs/seg/shutterstock_goliath/*.py``; both equal the official terms
+on ``tests/fixtures/official/losses.*`` (a sample without foreground included).
+"""
 
 from __future__ import annotations
 

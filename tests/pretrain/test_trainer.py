@@ -21,6 +21,7 @@ FAST = [
     "mae.decoder_depth=1",
     "views.num_local=2",
     "save_every=1000",
+    "log_every=1",
 ]
 
 
@@ -114,10 +115,10 @@ def test_prototypes_stay_frozen_for_the_configured_steps(shards, tmp_path):
     trainer = Pretrainer(recipe, shards, tmp_path)
     start = trainer.student.head.prototypes.detach().clone()
     mlp = trainer.student.head.mlp[0].weight.detach().clone()
-    trainer.train(max_steps=2, resume=False)
+    trainer.train(max_steps=2, resume=None)
     assert torch.equal(trainer.student.head.prototypes, start)  # frozen, not even decayed
     assert not torch.equal(trainer.student.head.mlp[0].weight, mlp)  # the rest of the head learns
-    trainer.train(max_steps=3, resume=False)
+    trainer.train(max_steps=3, resume=None)
     assert not torch.equal(trainer.student.head.prototypes, start)
     with pytest.raises(ValueError, match="freeze_prototypes_steps must be >= 0"):
         get_recipe("tiny", ["distill.freeze_prototypes_steps=-1"])

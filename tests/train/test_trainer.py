@@ -44,7 +44,7 @@ def test_seg_loss_goes_down_and_export_loads(synth_data, tmp_path):
 def test_resume_gives_the_same_next_losses(synth_data, tmp_path):
     recipe = small("normal-tiny", max_steps=6, save_every=3, warmup_steps=2)
     full = train(recipe, synth_data, tmp_path / "a")
-    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_000003", tmp_path / "ckpt")
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_00000003", tmp_path / "ckpt")
     resumed = train(recipe, synth_data, tmp_path / "b", resume=tmp_path / "ckpt")
     assert [h["step"] for h in resumed.history] == [4, 5, 6]
     for a, b in zip(full.history[3:], resumed.history, strict=True):
@@ -89,7 +89,7 @@ def test_fsdp2_two_processes_match_one_process_and_resume(synth_data, tmp_path):
     assert [r["step"] for r in two] == [1, 2, 3, 4]
     for a, b in zip(single.history, two, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
-    shutil.copytree(tmp_path / "two" / "checkpoints" / "step_000002", tmp_path / "ck2")
+    shutil.copytree(tmp_path / "two" / "checkpoints" / "step_00000002", tmp_path / "ck2")
     again = launch(tmp_path / "three", ["--resume", str(tmp_path / "ck2")])
     assert [r["step"] for r in again] == [3, 4]
     for a, b in zip(two[2:], again, strict=True):

@@ -217,7 +217,8 @@ class _Hostile:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on linux")
 def test_fsdp2_two_processes_match_one_process_and_resume(synth_data, tmp_path):
-    over = {"max_steps": 3, "save_every": 2, "warmup_steps": 1}
+    # clip_grad 0.1 < the gradient norms (~0.5): clipping of sharded gradients is exercised
+    over = {"max_steps": 3, "save_every": 2, "warmup_steps": 1, "clip_grad": 0.1}
     single = train(small("pose-tiny", batch_size=4, **over), synth_data, tmp_path / "one")
     worker = os.path.join(os.path.dirname(__file__), "_fsdp_worker.py")
     argv = cli_args("pose-tiny", synth_data, None, batch_size=2, strategy="fsdp2", **over)
@@ -235,6 +236,8 @@ def test_fsdp2_two_processes_match_one_process_and_resume(synth_data, tmp_path):
     assert [r["step"] for r in two] == [1, 2, 3]
     for a, b in zip(single.history, two, strict=True):  # the same global batch of 4
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (a, b)
+        assert a["grad_norm"] > 0.2  # clipped
     assert [r["step"] for r in again] == [3]  # resumed from the step-2 checkpoint
     for a, b in zip(two[2:], again, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6), (a, b)

@@ -207,8 +207,11 @@ class Pretrainer:
         g_views = batch["global"].to(dev, non_blocking=True)  # (B, G, 3, H, W)
         b, g = g_views.shape[:2]
         g_views = g_views.transpose(0, 1).reshape(g * b, *g_views.shape[2:])  # view-major
-        mask = batch["mask"].to(dev).transpose(0, 1).reshape(g * b, -1)
-        keep_idx, masked_idx = mask_indices(mask)
+        mask = batch["mask"].transpose(0, 1).reshape(g * b, -1)
+        keep_idx, masked_idx = mask_indices(mask)  # on the CPU: no device sync for its checks
+        mask = mask.to(dev, non_blocking=True)
+        keep_idx = keep_idx.to(dev, non_blocking=True)
+        masked_idx = masked_idx.to(dev, non_blocking=True)
         l_views = None
         if r.loss.uses_distillation and batch["local"].shape[1]:
             lv = batch["local"].to(dev, non_blocking=True)

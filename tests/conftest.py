@@ -52,3 +52,23 @@ def synth_data(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def run_cli_in_child(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Runs ``sapiens2 ARGV`` in a forked child process (with this process's imports, one torch
+    thread) and returns its exit code: negative for a signal, e.g. -9 after a SIGKILL (Linux)."""
+    import multiprocessing
+    import os
+    import sys
+
+    def child() -> None:
+        from sapiens2.cli.main import main
+
+        os.environ.update(env or {})
+        torch.set_num_threads(1)
+        sys.exit(main(argv))
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join()
+    return proc.exitcode

@@ -130,7 +130,7 @@ def main() -> None:
         t0 = time.perf_counter()
         recipe = pretrain_recipe("tiny", {"max_steps": args.pretrain_steps, "batch_size": 8})
         trainer = Pretrainer(recipe, pre_data, args.out / "pretrain")
-        trainer.train(resume=False)
+        trainer.train()
         trainer.export()
         report["pretrain_seconds"] = time.perf_counter() - t0
 

@@ -1,10 +1,13 @@
 """``--set key=value`` overrides of frozen dataclass configs (recipes), shared by fine-tuning,
 pretraining and any other typed config: dotted keys reach nested dataclass sections, values are
-parsed against the field's type, and unknown keys or wrong types are errors that name the key."""
+parsed against the field's type, and unknown keys or wrong types are errors that name the key.
+:func:`require` and :func:`require_finite` give value checks (in ``__post_init__``) the same
+wording."""
 
 from __future__ import annotations
 
 import ast
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -90,3 +93,23 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         conv = elem[0] if elem else float
         return tuple(conv(x) for x in parsed)
     raise ValueError(f"recipe key {key}: unsupported type {hint}")
+
+
+def require(ok: bool, key: str, rule: str, value: Any) -> None:
+    """Raises ``ValueError("recipe key KEY: must be RULE, got VALUE")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"recipe key {key}: must be {rule}, got {value!r}")
+
+
+def require_finite(obj: Any, prefix: str = "") -> None:
+    """Every float field of the dataclass ``obj`` (nested sections and tuples included) is finite
+    (``--set lr=1e999`` parses as infinity)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        key = prefix + f.name
+        if is_dataclass(v):
+            require_finite(v, key + ".")
+        elif isinstance(v, float):
+            require(math.isfinite(v), key, "a finite number", v)
+        elif isinstance(v, tuple) and any(isinstance(x, float) for x in v):
+            require(all(math.isfinite(x) for x in v), key, "finite numbers", v)

@@ -32,7 +32,7 @@ def main() -> None:
     if info.is_main:
         shutil.copytree(out / "a", out / "b")
         shutil.rmtree(out / "b" / "checkpoints" / "step_00000003")
-        (out / "b" / "metrics.jsonl").unlink()
+        (out / "b" / "log.jsonl").unlink()
     dist.barrier()
     second = Pretrainer(recipe, data, out / "b", info)
     resumed = second.train()

@@ -27,6 +27,7 @@ SETS = [
     "distill.num_prototypes=64",
     "views.num_local=2",
     "loss.koleo=0",  # see the KoLeo step below
+    "log_every=1",
 ]
 
 

@@ -63,7 +63,7 @@ def test_pretrain_and_probe_commands(dataset, tmp_path, capsys):
     assert main(argv) == 0
     assert (out / "student.safetensors").is_file() and (out / "teacher.safetensors").is_file()
     assert json.loads((out / "recipe.json").read_text())["max_steps"] == 1
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
     capsys.readouterr()
     assert main([*argv, "--set", "optim.lrr=1"]) == 2
     assert "unknown recipe key 'optim.lrr'" in capsys.readouterr().err

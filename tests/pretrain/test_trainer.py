@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import json
 import math
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import run_cli_in_child
 
-from sapiens2 import load_model
+from sapiens2 import create_model, load_model, save_model
+from sapiens2.checkpoints import read_state_dict
+from sapiens2.cli.main import main
 from sapiens2.models import Sapiens2
 from sapiens2.pretrain.recipes import OptimConfig, get_recipe
 from sapiens2.pretrain.trainer import Pretrainer, build_networks, lr_at, param_groups
+from sapiens2.train.checkpointing import latest_checkpoint, save_checkpoint
 
 from ._shards import write_image_shards
 
@@ -21,6 +28,7 @@ FAST = [
     "mae.decoder_depth=1",
     "views.num_local=2",
     "save_every=1000",
+    "log_every=1",
 ]
 
 
@@ -114,10 +122,72 @@ def test_prototypes_stay_frozen_for_the_configured_steps(shards, tmp_path):
     trainer = Pretrainer(recipe, shards, tmp_path)
     start = trainer.student.head.prototypes.detach().clone()
     mlp = trainer.student.head.mlp[0].weight.detach().clone()
-    trainer.train(max_steps=2, resume=False)
+    trainer.train(max_steps=2, resume=None)
     assert torch.equal(trainer.student.head.prototypes, start)  # frozen, not even decayed
     assert not torch.equal(trainer.student.head.mlp[0].weight, mlp)  # the rest of the head learns
-    trainer.train(max_steps=3, resume=False)
+    trainer.train(max_steps=3, resume=None)
     assert not torch.equal(trainer.student.head.prototypes, start)
     with pytest.raises(ValueError, match="freeze_prototypes_steps must be >= 0"):
         get_recipe("tiny", ["distill.freeze_prototypes_steps=-1"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork and SIGKILL")
+def test_kill_9_then_resume_auto_continues_exactly(shards, tmp_path):
+    """Killed during the first checkpoint write (nothing complete yet: a fresh start), between
+    checkpoints, and before a write's rename: every logged step repeats the uninterrupted run, and
+    the exported student and teacher are the same (teacher EMA, centres, loader and RNG resumed)."""
+    sets = [*FAST, "max_steps=4", "save_every=2", "batch_size=2"]
+    ref = Pretrainer(get_recipe("tiny", sets), shards, tmp_path / "ref")
+    by_step = {m["step"]: m for m in ref.train()}
+    ref.export()
+    out = tmp_path / "run"
+    argv = ["pretrain", "--recipe", "tiny", "--data", str(shards), "--out", str(out),
+            "--device", "cpu", *[a for s in sets for a in ("--set", s)]]  # fmt: skip
+    for where, newest in (("ckpt-dcp@2", None), ("step@4", 2), ("ckpt-manifest@4", 2)):
+        assert run_cli_in_child(argv, {"SAPIENS2_FAULT": where}) == -signal.SIGKILL, where
+        found = latest_checkpoint(out / "checkpoints")
+        assert (found.step if found else None) == newest, where
+    assert run_cli_in_child(argv) == 0
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 1, 2, 3, 3, 4, 3, 4]
+    for r in rows:
+        want = by_step[r["step"]]
+        for k in ("loss", "mae", "distill", "koleo", "grad_norm", "lr", "teacher_temp"):
+            assert r[k] == pytest.approx(want[k], rel=1e-6), (r["step"], k)
+    for which in ("student", "teacher"):
+        got = read_state_dict(out / f"{which}.safetensors")
+        want = read_state_dict(tmp_path / "ref" / f"{which}.safetensors")
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+
+
+def test_pretrain_flags_init_resume_and_errors(shards, tmp_path, capsys):
+    # --init: student and teacher backbones start from the given backbone
+    source = create_model("sapiens2_tiny")
+    with torch.no_grad():
+        source.blocks[3].attn.wq.weight.mul_(-1)
+    save_model(source, tmp_path / "init.safetensors")
+    recipe = get_recipe("tiny", [*FAST, "max_steps=1", "batch_size=2"])
+    trainer = Pretrainer(recipe, shards, tmp_path / "a", init=tmp_path / "init.safetensors")
+    for net in (trainer.student, trainer.teacher):
+        assert torch.equal(net.backbone.blocks[3].attn.wq.weight, source.blocks[3].attn.wq.weight)
+
+    def error(argv) -> str:
+        assert main(argv) == 2, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    base = ["pretrain", "--recipe", "tiny", "--data", str(shards), "--device", "cpu",
+            "--set", "batch_size=2"]  # fmt: skip
+    out = tmp_path / "b"
+    save_checkpoint(out / "checkpoints", 1, torch.nn.Linear(2, 2), None, kind="train",
+                    recipe="seg-tiny", loader={}, rank_state={})  # fmt: skip
+    assert "is a train checkpoint" in error([*base, "--out", str(out)])
+    assert "already holds checkpoints" in error([*base, "--out", str(out), "--no-resume"])
+    assert "pass --set batch_size=8 (or smaller)" in error(
+        [*base, "--out", str(tmp_path / "c"), "--set", "batch_size=9"]
+    )
+    assert "recipe key optim.lr: must be a finite number" in error(
+        [*base, "--out", str(tmp_path / "c"), "--set", "optim.lr=1e999"]
+    )

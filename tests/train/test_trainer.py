@@ -1,18 +1,26 @@
-"""The fine-tuning loop: learning, exact resume, export, and FSDP2 across two processes."""
+"""The fine-tuning loop: learning, exact resume (also after kill -9), the non-finite guard, the
+command's one-line errors, export, and FSDP2 across two processes."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import pickle
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
+from tests.conftest import run_cli_in_child
 
 import sapiens2
+from sapiens2.checkpoints import read_state_dict
+from sapiens2.cli.main import main
 from sapiens2.cli.train import parse_sets
+from sapiens2.train import trainer as trainer_module
+from sapiens2.train.checkpointing import complete_checkpoints, latest_checkpoint, save_checkpoint
+from sapiens2.train.core import NonFiniteError
 from sapiens2.train.optim import Schedule, layer_id, param_groups
 from sapiens2.train.recipes import get_recipe
 from sapiens2.train.trainer import train
@@ -23,6 +31,25 @@ SMALL = {"input_size": (96, 64), "batch_size": 4, "log_every": 1, "vis_every": 0
 
 def small(name: str, **over):
     return get_recipe(name).with_overrides({**SMALL, **over})
+
+
+def cli_args(recipe: str, data, out, **over) -> list[str]:
+    """``sapiens2 train`` arguments for the SMALL settings plus ``over`` (no ``--out`` if None)."""
+    sets = [f"{k}={v}".replace(" ", "") for k, v in {**SMALL, **over}.items()]
+    where = ["--out", str(out)] if out is not None else []
+    return ["train", "--recipe", recipe, "--data", str(data), *where, "--device", "cpu",
+            *[a for s in sets for a in ("--set", s)]]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the tiny models are latency-bound, and on a shared 2-core machine one
+    thread costs several times less CPU than two (no spinning workers); the kill test also
+    compares against children that run with one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_seg_loss_goes_down_and_export_loads(synth_data, tmp_path):
@@ -39,16 +66,8 @@ def test_seg_loss_goes_down_and_export_loads(synth_data, tmp_path):
     assert (tmp_path / "run" / "vis" / "train_000040.png").is_file()
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 40 and "val" in lines[-1]
-
-
-def test_resume_gives_the_same_next_losses(synth_data, tmp_path):
-    recipe = small("normal-tiny", max_steps=6, save_every=3, warmup_steps=2)
-    full = train(recipe, synth_data, tmp_path / "a")
-    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_000003", tmp_path / "ckpt")
-    resumed = train(recipe, synth_data, tmp_path / "b", resume=tmp_path / "ckpt")
-    assert [h["step"] for h in resumed.history] == [4, 5, 6]
-    for a, b in zip(full.history[3:], resumed.history, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7), (a, b)
+    assert [x["step"] for x in lines if "loss" in x] == list(range(1, 41))
+    assert {"loss", "ce", "dice", "grad_norm", "lr", "sec_per_step"} <= set(lines[0])
 
 
 def test_grad_accumulation_equals_the_large_batch(synth_data, tmp_path):
@@ -63,35 +82,163 @@ def test_grad_accumulation_equals_the_large_batch(synth_data, tmp_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="fork and SIGKILL")
+def test_kill_9_at_any_moment_then_resume_auto_continues_exactly(synth_data, tmp_path):
+    """A real process SIGKILLs itself at six moments (four inside a checkpoint write, one between
+    checkpoints, one while pruning); each time `--resume auto` continues from the newest complete
+    checkpoint and every logged step repeats the uninterrupted run's losses."""
+    over = {"max_steps": 6, "save_every": 2, "warmup_steps": 1}
+    ref = train(small("pose-tiny", **over), synth_data, tmp_path / "ref")
+    by_step = {h["step"]: h for h in ref.history}
+    out = tmp_path / "run"
+    root = out / "checkpoints"
+    argv = cli_args("pose-tiny", synth_data, out, **over)
+    moments = [  # (where, newest complete checkpoint after the kill, what the kill left)
+        ("ckpt-begin@4", 2, ".step_00000004.partial"),  # an empty folder
+        ("ckpt-dcp@4", 2, ".step_00000004.partial"),  # DCP files, no rank state or manifest
+        ("ckpt-manifest@4", 2, ".step_00000004.partial"),  # complete, not yet renamed
+        ("ckpt-renamed@4", 4, None),  # renamed, before pruning
+        ("step@5", 4, None),  # after step 5's update, before its log line
+        ("ckpt-prune@6", 6, ".step_00000002.trash"),  # step 2 moved aside, not yet deleted
+    ]
+    for where, newest, left in moments:
+        assert run_cli_in_child(argv, {"SAPIENS2_FAULT": where}) == -signal.SIGKILL, where
+        assert latest_checkpoint(root).step == newest, where
+        assert left is None or (root / left).is_dir(), where
+    assert run_cli_in_child(argv) == 0  # at step 6 = max_steps: exports
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000004", "step_00000006"]
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 3, 4, 3, 4, 3, 4, 5, 6]
+    for r in rows:
+        for k in ("loss", "grad_norm", "lr"):
+            assert r[k] == pytest.approx(by_step[r["step"]][k], rel=1e-6), (r["step"], k)
+    got = read_state_dict(out / "model.safetensors")
+    want = read_state_dict(tmp_path / "ref" / "model.safetensors")
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+
+
+def _poison(monkeypatch, at_call: int, what: str) -> None:
+    """Makes the recipe loss non-finite from its ``at_call``-th call (``what="loss"``), or gives
+    it a NaN gradient at exactly that call with a finite value (``what="grad"``)."""
+    real, calls = trainer_module.recipe_loss, [0]
+
+    def poisoned(recipe):
+        fn = real(recipe)
+
+        def loss(pred, batch):
+            out = fn(pred, batch)
+            calls[0] += 1
+            if what == "loss" and calls[0] >= at_call:
+                out = {k: v * float("nan") for k, v in out.items()}
+            if what == "grad" and calls[0] == at_call:
+                p = pred[0] if isinstance(pred, tuple) else pred
+                zero = p.sum() - p.sum().detach()  # 0, with gradient 1
+                out["loss"] = out["loss"] + 0.0 * torch.sqrt(zero)  # d/dx: 0 * inf = nan
+            return out
+
+        return loss
+
+    monkeypatch.setattr(trainer_module, "recipe_loss", poisoned)
+
+
+def test_non_finite_loss_exits_non_zero_after_the_last_good_checkpoint(
+    synth_data, tmp_path, monkeypatch, capsys
+):
+    _poison(monkeypatch, 3, "loss")
+    out = tmp_path / "run"
+    assert main(cli_args("pose-tiny", synth_data, out, max_steps=6, save_every=2)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step 3: the loss is not finite" in err and "step_00000002" in err, err
+    assert [m.step for m in complete_checkpoints(out / "checkpoints")] == [2]
+    assert not (out / "model.safetensors").exists()
+
+
+def test_non_finite_gradient_is_caught_at_a_save_between_logged_steps(
+    synth_data, tmp_path, monkeypatch
+):
+    _poison(monkeypatch, 4, "grad")
+    recipe = small("pose-tiny", max_steps=6, save_every=2, log_every=5)
+    with pytest.raises(NonFiniteError, match="step 4: the gradient norm is not finite"):
+        train(recipe, synth_data, tmp_path / "run")
+    assert [m.step for m in complete_checkpoints(tmp_path / "run" / "checkpoints")] == [2]
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_command_errors_are_one_line_and_name_the_fix(synth_data, tmp_path, capsys):
+    def error(argv) -> str:
+        assert main(argv) == 2, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sapiens2 "), lines
+        return lines[0]
+
+    out = tmp_path / "run"
+    assert "recipe key lr: must be a finite number, got inf" in error(
+        cli_args("pose-tiny", synth_data, out, lr="1e999")
+    )
+    assert "grad_accum: must be >= 1" in error(cli_args("pose-tiny", synth_data, out, grad_accum=0))
+    (tmp_path / "file").write_text("")
+    assert "is a file" in error(cli_args("pose-tiny", synth_data, tmp_path / "file"))
+    assert "pass --set batch_size=18 (or smaller)" in error(
+        cli_args("pose-tiny", synth_data, out, batch_size=32)
+    )
+    # checkpoints of another recipe / another kind of run, and a planted metadata pickle
+    model = torch.nn.Linear(2, 2)
+    for kind, recipe in (("train", "seg-tiny"), ("pretrain", "tiny")):
+        other = tmp_path / f"other_{kind}"
+        save_checkpoint(other / "checkpoints", 3, model, None, kind=kind, recipe=recipe,
+                        loader={}, rank_state={})  # fmt: skip
+        msg = error(cli_args("pose-tiny", synth_data, other))
+        assert ("recipe 'seg-tiny', not 'pose-tiny'" if kind == "train" else "is a pretrain") in msg
+    assert "--resume auto" in error(
+        [*cli_args("pose-tiny", synth_data, tmp_path / "other_train"), "--resume", "none"]
+    )
+    planted = tmp_path / "planted"
+    path = save_checkpoint(planted / "checkpoints", 3, model, None, kind="train",
+                           recipe="pose-tiny", loader={}, rank_state={})  # fmt: skip
+    marker = tmp_path / "code_ran"
+    data = pickle.dumps(_Hostile(marker))
+    (path / ".metadata").write_bytes(data)
+    manifest = json.loads((path / "checkpoint.json").read_text())
+    manifest["files"][".metadata"] = len(data)
+    (path / "checkpoint.json").write_text(json.dumps(manifest))
+    assert "refusing to load" in error(cli_args("pose-tiny", synth_data, planted))
+    assert not marker.exists()
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on linux")
 def test_fsdp2_two_processes_match_one_process_and_resume(synth_data, tmp_path):
-    sets = ["input_size=(96,64)", "log_every=1", "vis_every=0", "val_every=0", "max_steps=4",
-            "save_every=2", "warmup_steps=1"]  # fmt: skip
-    single = train(
-        small("pose-tiny", max_steps=4, batch_size=4, save_every=2, warmup_steps=1),
-        synth_data,
-        tmp_path / "one",
-    )
+    # clip_grad 0.1 < the gradient norms (~0.5): clipping of sharded gradients is exercised
+    over = {"max_steps": 3, "save_every": 2, "warmup_steps": 1, "clip_grad": 0.1}
+    single = train(small("pose-tiny", batch_size=4, **over), synth_data, tmp_path / "one")
+    worker = os.path.join(os.path.dirname(__file__), "_fsdp_worker.py")
+    argv = cli_args("pose-tiny", synth_data, None, batch_size=2, strategy="fsdp2", **over)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           worker, str(tmp_path), *argv]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
-    def launch(out, extra=()):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29500 + os.getpid() % 1000), "-m", "sapiens2.cli.main", "train", "--recipe", "pose-tiny",
-               "--data", str(synth_data), "--out", str(out), "--device", "cpu",
-               *[a for s in [*sets, "batch_size=2", "strategy=fsdp2"] for a in ("--set", s)], *extra]  # fmt: skip
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return [
-            json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x
-        ]
+    def rows(out):
+        lines = (out / "log.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in lines if '"loss"' in x]
 
-    two = launch(tmp_path / "two")
-    assert [r["step"] for r in two] == [1, 2, 3, 4]
-    for a, b in zip(single.history, two, strict=True):
+    two, again = rows(tmp_path / "two"), rows(tmp_path / "three")
+    assert [r["step"] for r in two] == [1, 2, 3]
+    for a, b in zip(single.history, two, strict=True):  # the same global batch of 4
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
-    shutil.copytree(tmp_path / "two" / "checkpoints" / "step_000002", tmp_path / "ck2")
-    again = launch(tmp_path / "three", ["--resume", str(tmp_path / "ck2")])
-    assert [r["step"] for r in again] == [3, 4]
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (a, b)
+        assert a["grad_norm"] > 0.2  # clipped
+    assert [r["step"] for r in again] == [3]  # resumed from the step-2 checkpoint
     for a, b in zip(two[2:], again, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6), (a, b)
     model = sapiens2.load_model(tmp_path / "two" / "model.safetensors")

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sapiens2.cli.train import add_run_arguments
+
     parser.add_argument(
         "--recipe",
         required=True,
@@ -27,19 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="image-only shards (a folder of <split>-*.tar or a .tar) or an image folder",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe field, e.g. max_steps=100, optim.lr=3e-4, loss.mae=0 (repeatable)",
-    )
-    parser.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start from scratch even if OUT holds checkpoints",
+    add_run_arguments(
+        parser, "backbone checkpoint (file or hub id) to start student and teacher from"
     )
     parser.add_argument("--show", action="store_true", help="print the recipe and exit")
 
@@ -54,16 +45,18 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         print(json.dumps(recipe.to_dict(), indent=1))
         return 0
-    resolve_device(recipe.device)  # --set device=...: an unavailable one is one line, up front
+    # --device wins over --set device=...; an unavailable one is one line, up front
+    device = args.device if args.device != "auto" else recipe.device
+    resolve_device(device)
     from sapiens2.pretrain.trainer import Pretrainer
     from sapiens2.train.distributed import shutdown_distributed
 
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data {args.data} does not exist")
-    trainer = Pretrainer(recipe, args.data, args.out)
-    if trainer.info.is_main:
-        (args.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1))
-    trainer.train(resume=not args.no_resume)
+    trainer = Pretrainer(
+        recipe, args.data, args.out, init=args.init, device=None if device == "auto" else device
+    )
+    trainer.train(resume=args.resume)
     paths = trainer.export()
     if paths is not None:
         logger.info("wrote %s and %s", *paths)

@@ -22,15 +22,36 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     return dict(split_item(item) for item in items or [])
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, init_help: str) -> None:
+    """The flags that ``train`` and ``pretrain`` share (after their ``--recipe`` and ``--data``)."""
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--init", help=init_help)
+    parser.add_argument(
+        "--resume",
+        default="auto",
+        metavar="auto|none|DIR",
+        help="auto (default): continue from the newest complete checkpoint in OUT, if any; "
+        "none: start fresh (OUT must hold no checkpoints); DIR: that checkpoint folder",
+    )
+    parser.add_argument(
+        "--no-resume", dest="resume", action="store_const", const="none", help=argparse.SUPPRESS
+    )
+    add_device_argument(parser)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field (repeatable)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="<task>-<size>, see `sapiens2 recipes`")
     parser.add_argument("--data", required=True, help="dataset root (train/ and val/) or shards")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--init", help="pretrain or task checkpoint (file or hub id) to start from")
-    parser.add_argument("--resume", help="checkpoint folder, or 'auto' for the latest in OUT")
-    add_device_argument(parser)
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)"
+    add_run_arguments(
+        parser, "pretrain or task checkpoint (file or hub id) to start from (unless resuming)"
     )
 
 
@@ -39,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.train.recipes import get_recipe
     from sapiens2.train.trainer import train
 
-    device = resolve_device(args.device)
-    recipe = get_recipe(args.recipe).with_overrides(parse_sets(args.set))
+    device = resolve_device(args.device)  # an unavailable device is one line, up front
+    recipe = get_recipe(args.recipe).with_overrides(parse_sets(args.overrides))
     result = train(recipe, args.data, args.out, init=args.init, resume=args.resume, device=device)
     if result.val:
         flat = {k: v for k, v in result.val.items() if isinstance(v, int | float)}

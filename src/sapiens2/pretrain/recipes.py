@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sapiens2.overrides import apply_overrides, dotted_keys
+from sapiens2.overrides import apply_overrides, dotted_keys, require, require_finite
 from sapiens2.pretrain.distill import DistillConfig
 from sapiens2.pretrain.mae import MAEConfig
 from sapiens2.pretrain.masking import MaskConfig
@@ -38,10 +38,15 @@ class OptimConfig:
     clip_grad: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.min_lr < 0:
-            raise ValueError(f"lr must be > 0 and min_lr >= 0, got {self.lr}, {self.min_lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        require_finite(self, "optim.")
+        require(self.lr > 0, "optim.lr", "> 0", self.lr)
+        require(self.min_lr >= 0, "optim.min_lr", ">= 0", self.min_lr)
+        require(self.weight_decay >= 0, "optim.weight_decay", ">= 0", self.weight_decay)
+        require(
+            all(0 <= b < 1 for b in self.betas), "optim.betas", "two values in [0, 1)", self.betas
+        )
+        require(self.warmup_steps >= 0, "optim.warmup_steps", ">= 0", self.warmup_steps)
+        require(self.clip_grad > 0, "optim.clip_grad", "> 0", self.clip_grad)
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,23 @@ class PretrainRecipe:
     seed: int = 0
     split: str = "train"
     log_every: int = 10
-    save_every: int = 1000
-    keep_checkpoints: int = 2
+    save_every: int = 1000  # 0: only at the end
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
 
     def __post_init__(self) -> None:
-        if self.strategy not in ("single", "ddp", "fsdp2"):
-            raise ValueError(f"strategy must be single, ddp or fsdp2, got {self.strategy!r}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
-        if self.max_steps < 1 or self.batch_size < 1:
-            raise ValueError("max_steps and batch_size must be >= 1")
+        require_finite(self)
+        require(
+            self.strategy in ("single", "ddp", "fsdp2"),
+            "strategy",
+            "single, ddp or fsdp2",
+            self.strategy,
+        )
+        require(self.precision in ("bf16", "fp32"), "precision", "bf16 or fp32", self.precision)
+        require(self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda", self.device)
+        for key in ("max_steps", "batch_size", "log_every"):
+            require(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        for key in ("max_minutes", "num_workers", "save_every", "keep_checkpoints"):
+            require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
         if self.distill.patch_loss and (self.loss.mae == 0 or self.loss.distill == 0):
             raise ValueError(
                 "distill.patch_loss needs both branches on (loss.mae > 0: it reads the MAE "

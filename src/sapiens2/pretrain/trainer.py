@@ -5,19 +5,18 @@ student (visible tokens of the global views → MAE decoder and [CLS] head; loca
 and the teacher (unmasked global views); the weighted objective is back-propagated, gradients are
 clipped, AdamW steps, then the teacher takes an EMA step on its local shards.
 
-Runs single-process (``python``) or under ``torchrun`` with ``ddp`` / ``fsdp2``. Checkpoints
-(``OUT/checkpoints/step_XXXXXXXX``, DCP, sharded) hold student, teacher (with the centres),
+Runs single-process (``python``) or under ``torchrun`` with ``ddp`` / ``fsdp2``. The log,
+checkpoints and resuming are the shared :mod:`sapiens2.train.core`: checkpoints
+(``OUT/checkpoints/step_XXXXXXXX``, atomic, DCP-sharded) hold student, teacher (with the centres),
 optimizer, step, loader position and RNG states; a run restarted on the same ``OUT`` resumes from
-the latest one and continues exactly. At the end ``OUT/student.safetensors`` and
+the newest complete one and continues exactly. At the end ``OUT/student.safetensors`` and
 ``OUT/teacher.safetensors`` are written in the official pretrain layout (``load_model`` reads them).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,25 +25,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from sapiens2.checkpoints import save_model
+from sapiens2.checkpoints import load_model, load_state_dict_strict, save_model
 from sapiens2.data.datasets import ImageDataset
 from sapiens2.data.loader import ResumableLoader
-from sapiens2.models import Sapiens2, create_model
+from sapiens2.models import Sapiens2, TaskModel, create_model
 from sapiens2.pretrain.distill import ema_momentum, ema_update, teacher_temperature
 from sapiens2.pretrain.masking import mask_indices
 from sapiens2.pretrain.networks import Student, StudentOutput, Teacher
 from sapiens2.pretrain.objective import pretrain_losses
 from sapiens2.pretrain.recipes import OptimConfig, PretrainRecipe
 from sapiens2.pretrain.views import MultiCrop, collate_views
+from sapiens2.train.core import TrainingRun, check_enough_data
 from sapiens2.train.distributed import (
     DistInfo,
+    clip_grad_norm,
     full_model_state_dict,
     init_distributed,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
     seed_everything,
-    set_rng_state,
     unwrap,
     wrap_model,
 )
@@ -82,11 +79,29 @@ def lr_at(step: int, optim: OptimConfig, max_steps: int) -> float:
     return optim.min_lr + (optim.lr - optim.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def build_networks(recipe: PretrainRecipe) -> tuple[Student, Teacher]:
-    """Student and teacher on CPU, initialised from ``recipe.seed`` (identical on every rank)."""
+def init_backbone(backbone: Sapiens2, source: str | Path) -> None:
+    """Loads the weights of a backbone checkpoint (a pretrain checkpoint, or a task checkpoint's
+    backbone; file or hub id) into ``backbone``; the architectures must match exactly."""
+    src = load_model(source)
+    src = src.backbone if isinstance(src, TaskModel) else src
+    if src.cfg != backbone.cfg:
+        raise ValueError(
+            f"--init {source} is a {src.cfg.name} backbone; the recipe pretrains {backbone.cfg.name}"
+        )
+    load_state_dict_strict(backbone, src.state_dict())
+    logger.info("initialised the backbone from %s", source)
+
+
+def build_networks(
+    recipe: PretrainRecipe, init: str | Path | None = None
+) -> tuple[Student, Teacher]:
+    """Student and teacher on CPU, initialised from ``recipe.seed`` (identical on every rank),
+    their backbones from ``init`` when given (the heads and decoder stay fresh)."""
     torch.manual_seed(recipe.seed)
     backbone = create_model(recipe.arch, device="cpu")
     assert isinstance(backbone, Sapiens2)
+    if init is not None:
+        init_backbone(backbone, init)
     distill = recipe.distill if recipe.loss.uses_distillation else None
     mae = recipe.mae if recipe.loss.mae > 0 else None
     student = Student(backbone, mae, distill).train()
@@ -100,8 +115,12 @@ class Pretrainer:
     Args:
         recipe: the recipe (with overrides applied).
         data: image-only shards (a folder of ``<split>-*.tar``, a ``.tar``) or an image folder.
-        out: output folder (checkpoints, ``metrics.jsonl``, exported backbones).
+        out: output folder (``recipe.json``, ``log.jsonl``, checkpoints, exported backbones).
         info: the process group info (default: :func:`init_distributed`).
+        init: a backbone checkpoint (file or hub id) to start student and teacher from; a
+            resumed checkpoint replaces it.
+        device: ``cpu`` or ``cuda``; default the recipe's ``device`` (``auto``: cuda when
+            available).
     """
 
     def __init__(
@@ -110,17 +129,26 @@ class Pretrainer:
         data: str | Path,
         out: str | Path,
         info: DistInfo | None = None,
+        *,
+        init: str | Path | None = None,
+        device: str | None = None,
     ) -> None:
         self.recipe = recipe
         self.out = Path(out)
-        device = None if recipe.device == "auto" else recipe.device
+        device = device or (None if recipe.device == "auto" else recipe.device)
         self.info = info or init_distributed(device)
         if recipe.strategy == "single" and self.info.distributed:
             raise ValueError("strategy 'single' cannot run under torchrun; use --set strategy=ddp")
         self.device = self.info.device
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.run = TrainingRun(
+            self.out,
+            self.info,
+            kind="pretrain",
+            recipe=recipe,
+            samples_per_step=recipe.batch_size * self.info.world_size,
+        )
 
-        student, teacher = build_networks(recipe)
+        student, teacher = build_networks(recipe, init)
         seed_everything(recipe.seed, self.info.rank)
         self.stride = student.backbone.cfg.stride
         self.target_patch = student.target_patch
@@ -158,60 +186,32 @@ class Pretrainer:
             num_workers=recipe.num_workers,
             collate_fn=collate_views,
         )
-        if len(self.loader) == 0:
-            raise ValueError(
-                f"{data}: {len(self.dataset)} images are fewer than one global batch "
-                f"({recipe.batch_size} x {self.info.world_size})"
-            )
+        check_enough_data(len(self.dataset), recipe.batch_size, self.info.world_size, str(data))
         self.step = 0
-        self.history: list[dict[str, float]] = []
 
-    # ------------------------------------------------------------------ checkpoints
     @property
-    def ckpt_root(self) -> Path:
-        return self.out / "checkpoints"
-
-    def latest_checkpoint(self) -> Path | None:
-        done = sorted(p for p in self.ckpt_root.glob("step_*") if (p / "extra.json").is_file())
-        return done[-1] if done else None
-
-    def save(self) -> Path:
-        path = self.ckpt_root / f"step_{self.step:08d}"
-        extra = {
-            "step": self.step,
-            "loader": self.loader.state_dict(),
-            "recipe": self.recipe.to_dict(),
-        }
-        save_checkpoint(path, self.state, self.optimizer, extra, rank_state=rng_state())
-        if self.info.is_main:
-            old = sorted(p for p in self.ckpt_root.glob("step_*") if p != path)
-            for p in old[: max(0, len(old) - self.recipe.keep_checkpoints + 1)]:
-                shutil.rmtree(p, ignore_errors=True)
-        logger.info("saved checkpoint %s", path)
-        return path
-
-    def resume(self, path: Path | None = None) -> bool:
-        """Loads ``path`` (default: the latest checkpoint in ``OUT``); False when there is none."""
-        path = path or self.latest_checkpoint()
-        if path is None:
-            return False
-        extra, rank_state = load_checkpoint(path, self.state, self.optimizer)
-        self.step = int(extra["step"])
-        self.loader.load_state_dict(extra["loader"])
-        if rank_state is not None:
-            set_rng_state(rank_state)
-        logger.info("resumed from %s at step %d", path, self.step)
-        return True
+    def history(self) -> list[dict[str, float]]:
+        """Every log row of this object's runs (``log_every`` apart)."""
+        return self.run.history
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """One optimiser step and the teacher's EMA step.
+
+        Returns:
+            ``(terms, scalars)``: this rank's loss terms and the gradient norm as 0-dim tensors on
+            the device (not synchronised), and the step's lr, teacher temperature and EMA momentum.
+        """
         r = self.recipe
         dev = self.device
         g_views = batch["global"].to(dev, non_blocking=True)  # (B, G, 3, H, W)
         b, g = g_views.shape[:2]
         g_views = g_views.transpose(0, 1).reshape(g * b, *g_views.shape[2:])  # view-major
-        mask = batch["mask"].to(dev).transpose(0, 1).reshape(g * b, -1)
-        keep_idx, masked_idx = mask_indices(mask)
+        mask = batch["mask"].transpose(0, 1).reshape(g * b, -1)
+        keep_idx, masked_idx = mask_indices(mask)  # on the CPU: no device sync for its checks
+        mask = mask.to(dev, non_blocking=True)
+        keep_idx = keep_idx.to(dev, non_blocking=True)
+        masked_idx = masked_idx.to(dev, non_blocking=True)
         l_views = None
         if r.loss.uses_distillation and batch["local"].shape[1]:
             lv = batch["local"].to(dev, non_blocking=True)
@@ -250,9 +250,7 @@ class Pretrainer:
             for name, param in self.student.named_parameters():
                 if name.endswith("prototypes"):
                     param.grad = None  # AdamW skips it: no update, no weight decay
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.student.parameters() if p.grad is not None], r.optim.clip_grad
-        )
+        grad_norm = clip_grad_norm(self.student.parameters(), r.optim.clip_grad)
         self.optimizer.step()
         momentum = ema_momentum(step, r.max_steps, r.distill)
         t_named = list(unwrap(self.teacher).named_parameters())
@@ -260,59 +258,56 @@ class Pretrainer:
         s_named = [(n, p) for n, p in unwrap(self.student).named_parameters() if n in names]
         ema_update(t_named, s_named, momentum)
         self.step += 1
-        # Losses averaged over ranks (each rank holds the mean of its share of the batch).
-        keys = sorted(terms)
-        vec = torch.stack([terms[k].float() for k in keys])
-        if self.info.distributed:
-            torch.distributed.all_reduce(vec, op=torch.distributed.ReduceOp.SUM)
-            vec /= self.info.world_size
-        gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        out = {k: float(v) for k, v in zip(keys, vec.tolist(), strict=True)}
-        out.update(step=self.step, lr=lr, grad_norm=float(gn), teacher_temp=t_temp, ema=momentum)
-        return out
+        return {**terms, "grad_norm": grad_norm}, {
+            "lr": lr,
+            "teacher_temp": t_temp,
+            "ema": momentum,
+        }
 
     # ------------------------------------------------------------------ loop
-    def train(self, max_steps: int | None = None, resume: bool = True) -> list[dict[str, float]]:
+    def train(
+        self, max_steps: int | None = None, resume: str | Path | None = "auto"
+    ) -> list[dict[str, float]]:
         """Trains until ``max_steps`` (default the recipe's), saving every ``save_every`` steps and
-        at the end. Returns this call's per-step metrics (also appended to ``metrics.jsonl``)."""
-        last = max_steps or self.recipe.max_steps
-        if resume:
-            self.resume()
-        metrics_path = self.out / "metrics.jsonl"
+        at the end. Returns this call's log rows (also appended to ``OUT/log.jsonl``).
+
+        Args:
+            max_steps: the step to stop at.
+            resume: ``"auto"``: the newest complete checkpoint in ``OUT`` (if any); a checkpoint
+                folder; None: none (an error if ``OUT`` holds checkpoints of another start).
+                Only a fresh object resumes; a second call continues in memory.
+        """
+        r = self.recipe
+        last = max_steps or r.max_steps
+        if self.step == 0:
+            manifest = self.run.resume_point(resume)
+            if manifest is not None:
+                self.step = self.run.restore(manifest, self.state, self.optimizer, self.loader)
+                if self.step > last:
+                    raise ValueError(f"{manifest.path} is past max_steps={last}: raise max_steps")
+        first = len(self.run.history)
+        self.run.start(self.step, last, f"pretrain {r.name}")
         t0 = time.perf_counter()
-        history: list[dict[str, float]] = []
-        while self.step < last:
-            for batch in self.loader:
-                m = self.train_step(batch)
-                m["time"] = time.perf_counter() - t0
-                history.append(m)
-                if self.info.is_main:
-                    with metrics_path.open("a") as f:
-                        f.write(json.dumps(m) + "\n")
-                    if self.step % self.recipe.log_every == 0 or self.step == 1:
+        try:
+            out_of_time = False
+            while self.step < last and not out_of_time:
+                for batch in self.loader:
+                    terms, scalars = self.train_step(batch)
+                    self.run.window.add(terms)
+                    row = self.run.end_step(self.step, scalars)
+                    if self.step >= last:
+                        break
+                    self.run.maybe_save(self.step, self.state, self.optimizer, self.loader)
+                    if row is not None and self._out_of_time(t0):
                         logger.info(
-                            "step %d/%d %s",
-                            self.step,
-                            last,
-                            " ".join(
-                                f"{k}={m[k]:.4f}"
-                                for k in ("loss", "mae", "distill", "koleo", "patch")
-                                if k in m
-                            ),
+                            "time budget of %.1f min reached at step %d", r.max_minutes, self.step
                         )
-                if self.step % self.recipe.save_every == 0 and self.step < last:
-                    self.save()
-                if self.step >= last or self._out_of_time(t0):
-                    break
-            if self._out_of_time(t0):
-                logger.info(
-                    "time budget of %.1f min reached at step %d", self.recipe.max_minutes, self.step
-                )
-                break
-        if self.latest_checkpoint() != self.ckpt_root / f"step_{self.step:08d}":
-            self.save()
-        self.history += history
-        return history
+                        out_of_time = True
+                        break
+            self.run.save(self.step, self.state, self.optimizer, self.loader)
+        finally:
+            self.run.close()
+        return self.run.history[first:]
 
     def _out_of_time(self, t0: float) -> bool:
         if self.recipe.max_minutes <= 0:

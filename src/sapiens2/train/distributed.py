@@ -3,33 +3,25 @@
 Launch with ``torchrun`` (multi-node through its rendezvous); a plain ``python`` run is a single
 process. Strategies: ``single`` (no wrapping), ``ddp`` (DistributedDataParallel) and ``fsdp2``
 (``fully_shard`` on every transformer block and at the root, with a ``MixedPrecisionPolicy``).
-Checkpoints are sharded with ``torch.distributed.checkpoint`` (DCP), so they reload under any
-world size; ``full_model_state_dict`` gathers the weights for export.
+Checkpoints live in :mod:`sapiens2.train.checkpointing`; ``full_model_state_dict`` gathers the
+weights for export.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import random
-import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor, Replicate
 
 from sapiens2.device import resolve_device
 from sapiens2.nn import TransformerBlock
@@ -136,77 +128,37 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def collective_device() -> torch.device:
+    """The device whose tensors the default process group's collectives take: CUDA (this
+    process's current GPU) under NCCL, the CPU under gloo (and without a process group)."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (identity single-process)."""
+    """Mean over ranks (identity single-process), computed on :func:`collective_device` and
+    returned there; no host synchronisation."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.clone()
+        value = value.detach().to(collective_device(), copy=True)
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= dist.get_world_size()
     return value
 
 
-@contextlib.contextmanager
-def _single_process_quiet():
-    """DCP warns on every single-process save/load that it assumes one process; that is the
-    intended use here, so the warning is silenced when no process group exists."""
-    with warnings.catch_warnings():
-        if not dist.is_initialized():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
+def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clips the global gradient norm to ``max_norm`` (as ``torch.nn.utils.clip_grad_norm_``) and
+    returns the norm before clipping as a plain 0-dim tensor on the parameters' device.
 
-
-def save_checkpoint(
-    directory: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    extra: dict[str, Any],
-    rank_state: dict[str, Any] | None = None,
-) -> Path:
-    """Saves a sharded DCP checkpoint of model + optimizer, ``extra`` (JSON, from rank 0) and a
-    per-rank ``rank_state`` (RNG states, loader position; plain tensors and containers)."""
-    directory = Path(directory)
-    if optimizer is not None:
-        msd, osd = get_state_dict(model, optimizer)
-        state = {"model": msd, "optim": osd}
-    else:
-        state = {"model": get_model_state_dict(model)}
-    with _single_process_quiet():
-        dcp.save(state, checkpoint_id=str(directory))
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0:
-        (directory / "extra.json").write_text(json.dumps(extra, indent=1))
-    if rank_state is not None:
-        torch.save(rank_state, directory / f"rank_{rank}.pt")
-    if dist.is_initialized():
-        dist.barrier()
-    return directory
-
-
-def load_checkpoint(
-    directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Restores model + optimizer in place; returns ``(extra, rank_state or None)``."""
-    directory = Path(directory)
-    if not (directory / "extra.json").is_file():
-        raise FileNotFoundError(f"{directory} is not a training checkpoint (no extra.json)")
-    if optimizer is not None:
-        msd, osd = get_state_dict(model, optimizer)
-        state = {"model": msd, "optim": osd}
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=str(directory))
-        set_state_dict(
-            model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-        )
-    else:
-        state = {"model": get_model_state_dict(model)}
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=str(directory))
-        set_state_dict(model, None, model_state_dict=state["model"], optim_state_dict={})
-    extra = json.loads((directory / "extra.json").read_text())
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    path = directory / f"rank_{rank}.pt"
-    rank_state = torch.load(path, weights_only=True) if path.is_file() else None
-    return extra, rank_state
+    Sharded (FSDP2) gradients cost one collective, the one that clipping needs anyway: the norm is
+    replicated once and both the clipping and the returned value use it. No host sync.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if isinstance(norm, DTensor):
+        norm = norm.redistribute(placements=[Replicate()] * norm.device_mesh.ndim)
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.to_local() if isinstance(norm, DTensor) else norm
 
 
 def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sapiens2.overrides import apply_overrides
+from sapiens2.overrides import apply_overrides, require, require_finite
 
 TASK_NAMES = ("pose", "seg", "normal", "pointmap", "albedo")
 SIZES = ("tiny", "0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b")
@@ -51,7 +51,8 @@ class Recipe:
     # bookkeeping
     log_every: int = 10
     val_every: int = 1000
-    save_every: int = 1000
+    save_every: int = 1000  # 0: only at the end
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept (0: all)
     vis_every: int = 100
     val_max_batches: int = 0  # 0 = the whole validation split
     pose_flip_test: bool = True
@@ -71,6 +72,35 @@ class Recipe:
     head_width: int = 0
     augment: bool = True  # the official training augmentations (off: the eval pipeline)
     official: bool = True  # hyper-parameters from the official config of this task/size
+
+    def __post_init__(self) -> None:
+        require_finite(self)
+        require(self.task in TASK_NAMES, "task", f"one of {', '.join(TASK_NAMES)}", self.task)
+        h, w = self.input_size
+        require(h > 0 and w > 0, "input_size", "two positive sizes (H, W)", self.input_size)
+        for key in ("lr", "adam_eps", "clip_grad"):
+            require(getattr(self, key) > 0, key, "> 0", getattr(self, key))
+        require(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
+        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)", self.betas)
+        require(
+            0 < self.warmup_start_factor <= 1,
+            "warmup_start_factor",
+            "in (0, 1]",
+            self.warmup_start_factor,
+        )
+        for key in ("max_steps", "batch_size", "grad_accum", "log_every"):
+            require(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        for key in ("warmup_steps", "num_workers", "val_every", "save_every", "keep_checkpoints",
+                    "vis_every", "val_max_batches", "pose_sigma", "pose_ohkm_topk", "head_width"):  # fmt: skip
+            require(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        require(
+            self.strategy in ("single", "ddp", "fsdp2"),
+            "strategy",
+            "single, ddp or fsdp2",
+            self.strategy,
+        )
+        require(self.precision in ("bf16", "fp32"), "precision", "bf16 or fp32", self.precision)
 
     def with_overrides(self, overrides: dict[str, Any] | list[str]) -> Recipe:
         """A copy with fields set from ``{"key": value}`` or ``["key=value"]`` (strings parsed

@@ -2,9 +2,10 @@
 
 Mixed precision is bf16 autocast (single/ddp) or FSDP2's ``MixedPrecisionPolicy`` (fsdp2); the
 loss is always computed in float32. Gradient accumulation sums ``grad_accum`` micro-batches with
-gradient synchronisation only on the last. Checkpoints are sharded DCP folders that resume exactly
-(model, optimiser, step, data position, RNG); the final weights are exported as
-``OUT/model.safetensors`` in the official layout.
+gradient synchronisation only on the last. The log, checkpoints (atomic, resumed exactly: model,
+optimiser, step, data position, RNG) and the non-finite guard are the shared
+:mod:`sapiens2.train.core`; the final weights are exported as ``OUT/model.safetensors`` in the
+official layout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from sapiens2.models import (
     widen_head,
 )
 from sapiens2.train import distributed as dist_utils
+from sapiens2.train.core import TrainingRun, check_enough_data
 from sapiens2.train.losses import PointmapLossWeights, PoseLossWeights, create_loss
 from sapiens2.train.optim import Schedule, param_groups, set_lr
 from sapiens2.train.recipes import Recipe
@@ -119,7 +120,9 @@ class Trainer:
         data: dataset root with ``train/`` and ``val/`` (docs/formats.md) or shards.
         out: output folder (logs, pictures, checkpoints, ``model.safetensors``).
         init: pretrain or task checkpoint to start from (file or hub id); random init if None.
-        resume: a checkpoint folder, or ``"auto"`` for the latest under ``out/checkpoints``.
+            Not loaded when the run resumes (the checkpoint holds the weights).
+        resume: ``"auto"`` (the newest complete checkpoint under ``out/checkpoints``, if any), a
+            checkpoint folder, or None (start fresh; an error if ``out`` holds checkpoints).
         device: ``cpu``/``cuda``; default cuda when available.
     """
 
@@ -130,7 +133,7 @@ class Trainer:
         out: str | Path,
         *,
         init: str | Path | None = None,
-        resume: str | Path | None = None,
+        resume: str | Path | None = "auto",
         device: str | None = None,
     ) -> None:
         self.recipe, self.data, self.out = recipe, data, Path(out)
@@ -141,20 +144,18 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------- setup
-    def _build(self) -> None:
+    def _build(self, init: str | Path | None) -> None:
         r, info = self.recipe, self.info
         torch.manual_seed(r.seed)  # identical initial weights on every rank
         model = recipe_model(r, device=info.device)
-        if self.init is not None:
-            init_from(model, self.init)
+        if init is not None:
+            init_from(model, init)
         model.train()
         model.backbone.set_grad_checkpointing(r.activation_checkpointing)
         self.model = model
         bf16 = r.precision == "bf16"
         # One process has nothing to shard or replicate: ddp/fsdp2 recipes run plainly.
         strategy = r.strategy if info.distributed else "single"
-        if r.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {r.precision!r}")
         self.wrapped = dist_utils.wrap_model(
             model,
             strategy,
@@ -192,51 +193,35 @@ class Trainer:
             num_workers=r.num_workers,
             collate_fn=collate,
         )
-        if len(self.loader) == 0:
-            raise ValueError(
-                f"the training split has {len(ds)} samples: too few for batch {r.batch_size} x "
-                f"{info.world_size} processes"
-            )
+        check_enough_data(len(ds), r.batch_size, info.world_size, f"the train split of {self.data}")
         self.forward = torch.compile(self.wrapped) if r.compile else self.wrapped
-
-    def _resume_dir(self) -> Path | None:
-        if self.resume is None:
-            return None
-        if str(self.resume) == "auto":
-            found = sorted((self.out / "checkpoints").glob("step_*"))
-            return found[-1] if found else None
-        return Path(self.resume)
 
     # ---------------------------------------------------------------- loop
     def run(self) -> TrainResult:
         r, info = self.recipe, self.info
-        self._build()
-        if info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "recipe.json").write_text(json.dumps(r.to_dict(), indent=1))
+        run = TrainingRun(
+            self.out,
+            info,
+            kind="train",
+            recipe=r,
+            samples_per_step=r.batch_size * r.grad_accum * info.world_size,
+        )
+        ckpt = run.resume_point(self.resume)
+        if ckpt is not None and self.init is not None:
+            logger.info("resuming from %s: --init %s is not loaded", ckpt.path, self.init)
+        self._build(self.init if ckpt is None else None)
         start = 0
-        ckpt = self._resume_dir()
         if ckpt is not None:
-            extra, rank_state = dist_utils.load_checkpoint(ckpt, self.wrapped, self.optimizer)
-            start = int(extra["step"])
-            if rank_state is not None:
-                self.loader.load_state_dict(rank_state["loader"])
-                dist_utils.set_rng_state(rank_state["rng"])
-            logger.info("resumed from %s at step %d", ckpt, start)
+            start = run.restore(ckpt, self.wrapped, self.optimizer, self.loader)
+        end = r.max_steps
+        if ckpt is not None and start > end:
+            raise ValueError(f"{ckpt.path} is past max_steps={end}: raise --set max_steps")
         result = TrainResult(self.out, start)
-        log_file = open(self.out / "log.jsonl", "a") if info.is_main else None  # noqa: SIM115
-        tb = self._tensorboard() if info.is_main else None
         batches = iter(self.loader)
-        bar = None
-        if info.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=r.max_steps, initial=start, desc=f"train {r.name}", unit="step")
-        t0, window = time.perf_counter(), []
+        run.start(start, end, f"train {r.name}")
         try:
-            for step in range(start, r.max_steps):
+            for step in range(start, end):
                 lr = set_lr(self.optimizer, r.lr, self.schedule.factor(step))
-                terms: dict[str, float] = {}
                 for micro in range(r.grad_accum):
                     try:
                         batch = next(batches)
@@ -250,74 +235,30 @@ class Trainer:
                             pred = self.forward(batch["image"])
                         losses = self.loss_fn(_as_float(pred), batch)
                         (losses["loss"] / r.grad_accum).backward()
-                    for k, v in losses.items():
-                        terms[k] = terms.get(k, 0.0) + float(v.detach()) / r.grad_accum
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad)
-                if hasattr(grad_norm, "full_tensor"):
-                    grad_norm = grad_norm.full_tensor()
+                    run.window.add(losses, 1.0 / r.grad_accum)
+                grad_norm = dist_utils.clip_grad_norm(self.model.parameters(), r.clip_grad)
+                run.window.add({"grad_norm": grad_norm})
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 done = step + 1
-                names = sorted(terms)
-                mean = dist_utils.all_reduce_mean(
-                    torch.tensor([terms[k] for k in names], dtype=torch.float64)
-                )
-                row = {
-                    "step": done,
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    **dict(zip(names, mean.tolist(), strict=True)),
-                }
-                result.history.append(row)
-                window.append(row)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if done % r.log_every == 0 or done == r.max_steps:
-                    elapsed = time.perf_counter() - t0
-                    avg = {
-                        k: float(np.mean([w[k] for w in window])) for k in window[-1] if k != "step"
-                    }
-                    avg.update(step=done, sec_per_step=elapsed / len(window),
-                               samples_per_sec=len(window) * r.batch_size * r.grad_accum * info.world_size / elapsed)  # fmt: skip
-                    if log_file is not None:
-                        log_file.write(json.dumps(avg) + "\n")
-                        log_file.flush()
-                    if tb is not None:
-                        for k, v in avg.items():
-                            if k != "step":
-                                tb.add_scalar(f"train/{k}", v, done)
-                    t0, window = time.perf_counter(), []
+                run.end_step(done, {"lr": lr})
                 if info.is_main and r.vis_every and done % r.vis_every == 0:
                     self._picture(batch, pred, self.out / "vis" / f"train_{done:06d}.png")
-                if r.val_every and done % r.val_every == 0 and done != r.max_steps:
-                    result.val = self._validate_and_log(done, log_file, tb)
-                if r.save_every and done % r.save_every == 0 and done != r.max_steps:
-                    self.save(done)
-            end = r.max_steps
+                if r.val_every and done % r.val_every == 0 and done != end:
+                    result.val = self._validate_and_log(done, run)
+                if done != end:
+                    run.maybe_save(done, self.wrapped, self.optimizer, self.loader)
             if start < end or not result.val:
-                result.val = self._validate_and_log(end, log_file, tb) if r.val_every else {}
-            self.save(end)
+                result.val = self._validate_and_log(end, run) if r.val_every else {}
+            run.save(end, self.wrapped, self.optimizer, self.loader)
             self.export(self.out / "model.safetensors")
             result.steps = end
         finally:
-            if bar is not None:
-                bar.close()
-            if log_file is not None:
-                log_file.close()
-            if tb is not None:
-                tb.close()
+            run.close()
+        result.history = run.history
         return result
 
     # ---------------------------------------------------------------- pieces
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            logger.debug("tensorboard is not installed; logging to log.jsonl only")
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
-
     def _picture(self, batch: dict[str, Any], pred, path: Path) -> None:
         import cv2
 
@@ -344,28 +285,14 @@ class Trainer:
             world_size=info.world_size,
         )
 
-    def _validate_and_log(self, step: int, log_file, tb) -> dict[str, Any]:
+    def _validate_and_log(self, step: int, run: TrainingRun) -> dict[str, Any]:
         val = self.validate()
-        flat = {k: v for k, v in val.items() if isinstance(v, int | float)}
-        logger.info(
-            "step %d validation: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in flat.items())
-        )
-        if log_file is not None:
-            log_file.write(json.dumps({"step": step, "val": flat}) + "\n")
-            log_file.flush()
+        run.log_validation(step, val)
+        if self.info.is_main:
             (self.out / "val_metrics.json").write_text(
                 json.dumps({"step": step, **val}, indent=1, default=float)
             )
-        if tb is not None:
-            for k, v in flat.items():
-                tb.add_scalar(f"val/{k}", v, step)
         return val
-
-    def save(self, step: int) -> Path:
-        path = self.out / "checkpoints" / f"step_{step:06d}"
-        rank_state = {"rng": dist_utils.rng_state(), "loader": self.loader.state_dict()}
-        extra = {"step": step, "recipe": self.recipe.name}
-        return dist_utils.save_checkpoint(path, self.wrapped, self.optimizer, extra, rank_state)
 
     def export(self, path: Path) -> Path | None:
         """Writes the full model (gathered from shards) in the official layout on rank 0."""
@@ -383,7 +310,7 @@ def train(
     out: str | Path,
     *,
     init: str | Path | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | None = "auto",
     device: str | None = None,
 ) -> TrainResult:
     """Runs :class:`Trainer` (see there)."""

@@ -59,7 +59,7 @@ def test_task_and_device_are_the_same_everywhere():
     for name in with_task:
         assert SUBPARSERS[name]._option_string_actions["--task"].help
     with_device = {n for n, p in SUBPARSERS.items() if "--device" in p._option_string_actions}
-    assert with_device == {"demo", "features", "predict", "eval", "train", "probe"}
+    assert with_device == {"demo", "features", "predict", "eval", "train", "pretrain", "probe"}
     for name in with_device:
         action = SUBPARSERS[name]._option_string_actions["--device"]
         assert action.default == "auto" and "cuda, then mps, then cpu" in action.help

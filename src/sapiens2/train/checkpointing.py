@@ -59,6 +59,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from sapiens2.checkpoints.errors import CheckpointError
+
 __all__ = [
     "FORMAT",
     "CheckpointError",
@@ -80,10 +82,6 @@ FORMAT = "sapiens2-checkpoint/1"
 MANIFEST = "checkpoint.json"
 _NAME = re.compile(r"^step_(\d{8})$")
 FAULT_ENV = "SAPIENS2_FAULT"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (incomplete, of another run, or not matching the model)."""
 
 
 class UnsafeCheckpointError(CheckpointError):

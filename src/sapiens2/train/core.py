@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sapiens2.errors import Sapiens2Error
 from sapiens2.train import distributed as dist_utils
 from sapiens2.train.checkpointing import (
     CheckpointError,
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "log.jsonl"
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(Sapiens2Error, RuntimeError):
     """A loss term or the gradient norm became NaN or infinite; nothing was saved from it."""
 
 

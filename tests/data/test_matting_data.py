@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from sapiens2.data import transforms as T
-from sapiens2.data.datasets import IMAGE_MEAN, IMAGE_STD, MattingDataset, validate_dataset
+from sapiens2.data.datasets import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    MattingDataset,
+    collate,
+    validate_dataset,
+)
 from sapiens2.data.formats import (
     DataError,
     DatasetFolder,
@@ -23,6 +29,8 @@ from sapiens2.data.formats import (
 from sapiens2.data.shards import ShardWriter, encode_sample, write_folder_shards
 from sapiens2.data.synth.render import SynthConfig, render_sample
 from sapiens2.data.synth.writer import WriteConfig, sample_rng, write_dataset
+from sapiens2.metrics import MattingMetric
+from sapiens2.train.losses import MattingLoss
 
 H, W = 48, 40
 RENDER = SynthConfig(H, W, people_max=2, noise=0.0)
@@ -72,6 +80,13 @@ def test_training_items_keep_the_foreground_pre_multiplied(data):
         assert alpha.min() >= 0 and alpha.max() <= 1
         # geometric transforms interpolate both with the same weights: still fg <= alpha
         assert (fg <= alpha + 2 / 255).all()
+    # A collated batch is what the matting loss and metric read.
+    batch = collate([ds[0], ds[1]])
+    target = torch.cat([batch["foreground"], batch["alpha"]], 1)
+    assert MattingLoss()(target, batch)["loss"].item() == 0
+    metric = MattingMetric()
+    metric.update(target[:, 3:], batch["alpha"])
+    assert metric.compute()["sad"] == 0 and metric.compute()["num_samples"] == 2
     flipped = MattingDataset(folder, train=False, input_hw=(H, W), transforms=[T.HorizontalFlip(1)])
     plain = MattingDataset(folder, train=False, input_hw=(H, W), transforms=[])
     assert torch.equal(flipped[0]["alpha"], plain[0]["alpha"].flip(-1))

@@ -147,13 +147,13 @@ def test_a_tiny_network_learns_synthetic_mattes():
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     loss_fn = MattingLoss()
     losses = []
-    for _ in range(60):
+    for _ in range(40):
         out = loss_fn(net(images), batch)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         losses.append(out["loss"].item())
-    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+    assert losses[-1] < 0.12 * losses[0], (losses[0], losses[-1])
     with torch.no_grad():
         final = loss_fn(net(images), batch)
     assert final["alpha"] < 0.03

@@ -372,8 +372,9 @@ def raycast_subpixels(prims: Primitives, K: np.ndarray, h: int, w: int, pixels: 
     """Nearest hits of ``s x s`` rays spread evenly inside each of the given pixels.
 
     Sub-ray ``(a, b)`` of pixel ``(i, j)`` passes through ``(j + o_b, i + o_a)``,
-    ``o_k = (k + 0.5) / s - 0.5``. A pixel's screen box holds every sub-ray that can hit the
-    primitive (the boxes are conservative and the sub-rays stay inside their pixel).
+    ``o_k = (k + 0.5) / s - 0.5``. Only the primitives whose screen box holds the pixel are
+    tested: a box spans the integer pixels ``floor`` .. ``ceil`` of the primitive's projection, so
+    a ray that stays within half a pixel of an outside pixel's centre misses the primitive.
 
     Args:
         prims: primitives in the camera frame. K: (3, 3). h, w: image size.
@@ -413,14 +414,15 @@ def outline_pixels(person: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Lights:
-    """Shading: an ambient term (``ambient * tint``), up to two directional lights and a gloss."""
+    """Shading: an ambient term (``ambient * tint``), up to two directional lights and a gloss.
+
+    ``lights`` holds ``(unit direction towards the light, power, RGB colour)`` per light.
+    """
 
     tint: np.ndarray
     ambient: float
     gloss: float
-    lights: list[
-        tuple[np.ndarray, float, np.ndarray]
-    ]  # (unit direction to the light, power, colour)
+    lights: list[tuple[np.ndarray, float, np.ndarray]]
 
 
 def sample_lights(rng: np.random.Generator) -> Lights:

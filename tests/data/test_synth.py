@@ -25,7 +25,12 @@ from sapiens2.data.synth.primitives import (
     contains,
     intersect,
 )
-from sapiens2.data.synth.render import SynthConfig, render_sample
+from sapiens2.data.synth.render import (
+    SynthConfig,
+    outline_pixels,
+    raycast_subpixels,
+    render_sample,
+)
 from sapiens2.data.synth.writer import WriteConfig, sample_rng, write_dataset
 
 CFG = SynthConfig(height=160, width=120, people_max=3)
@@ -198,9 +203,51 @@ def test_simple_scenes_show_whole_people_from_the_front_on_plain_backgrounds():
         assert (body[:, 0] >= 0).all() and (body[:, 0] < w).all(), i
         assert (body[:, 1] >= 0).all() and (body[:, 1] < h).all(), i
         # A plain vertical gradient behind: background rows vary only by the sensor noise.
-        bg = np.where((s.mask == 0)[..., None], s.image.astype(float), np.nan)
+        bg = np.where((s.alpha == 0)[..., None], s.image.astype(float), np.nan)
         row_std = np.nanstd(bg, axis=1)
         assert np.nanmedian(row_std) < cfg.noise + 1, i
+
+
+def test_soft_alpha_and_foreground_composite_to_the_image():
+    # Without sensor noise the image is exactly the composite of the labels, up to its rounding.
+    cfg = replace(CFG, noise=0.0)
+    fractional = 0
+    for i in range(4):
+        s = render_sample(sample_rng(11, i), cfg)
+        hard = render_sample(sample_rng(11, i), replace(cfg, soft_edges=False))
+        a, fg = s.alpha.astype(np.float64), s.foreground.astype(np.float64)
+        composite = 255 * fg + (1 - a[..., None]) * s.background
+        assert np.abs(composite - s.image).max() <= 0.5 + 1e-3
+        # Alpha: 1 inside people, 0 away from them, fractional only on the outline pixels, in
+        # steps of 1/16 (4 x 4 sub-rays).
+        person = s.mask > 0
+        ring = np.zeros(person.size, bool)
+        ring[outline_pixels(person)] = True
+        ring = ring.reshape(person.shape)
+        assert (a[person & ~ring] == 1).all() and (a[~person & ~ring] == 0).all()
+        frac = (a > 0) & (a < 1)
+        assert (frac <= ring).all() and np.allclose(a * 16, np.rint(a * 16))
+        fractional += frac.sum()
+        # The pre-multiplied foreground is 0 without coverage and at most alpha.
+        assert (fg[a == 0] == 0).all() and (fg <= a[..., None] + 1e-6).all()
+        # Soft edges change the image on the outline only, and no other label.
+        assert (s.image[~ring] == hard.image[~ring]).all() and (s.image != hard.image).any()
+        for name in ("mask", "seg", "normal", "pointmap", "albedo", "keypoints", "background"):
+            assert np.array_equal(getattr(s, name), getattr(hard, name)), name
+        assert np.array_equal(hard.alpha, person.astype(np.float32))
+    assert fractional > 100
+
+
+def test_subpixel_rays_equal_brute_force_casting():
+    # The screen-box culling of the sub-pixel rays loses no hit: every ray against every primitive.
+    s = render_sample(sample_rng(11, 1), CFG)
+    edge = outline_pixels(s.mask > 0)[::7]
+    (t, prim, _, _), dirs = raycast_subpixels(s.prims, s.K, *s.mask.shape, edge, 4)
+    t_all, prim_all = cast_nearest(s.prims, np.zeros(3), dirs)
+    assert np.array_equal(prim, prim_all) and np.array_equal(t, t_all)
+    assert 0 < (prim >= 0).mean() < 1
+    cov = (prim >= 0).reshape(-1, 16).mean(1)
+    assert np.array_equal(cov, s.alpha.reshape(-1)[edge])
 
 
 def test_visible_keypoints_lie_on_their_person(samples):
@@ -361,6 +408,8 @@ def test_dataset_files_follow_the_contract_and_are_deterministic(tmp_path):
             mask = cv2.imread(str(d / "mask" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
             seg = cv2.imread(str(d / "seg" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
             albedo = cv2.imread(str(d / "albedo" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+            alpha = cv2.imread(str(d / "alpha" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+            fg = cv2.imread(str(d / "foreground" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
             normal = np.load(d / "normal" / f"{i}.npy")
             pm = np.load(d / "pointmap" / f"{i}.npy")
             cam = json.loads((d / "camera" / f"{i}.json").read_text())
@@ -377,6 +426,9 @@ def test_dataset_files_follow_the_contract_and_are_deterministic(tmp_path):
             s = render_sample(sample_rng(3, int(i)), SynthConfig(64, 48, 2))
             assert (cv2.cvtColor(img, cv2.COLOR_BGR2RGB) == s.image).all()
             assert (pm == s.pointmap).all() and (normal == s.normal).all()
+            assert alpha.dtype == fg.dtype == np.uint8 and alpha.shape == (64, 48)
+            assert (alpha == np.rint(s.alpha * 255)).all()
+            assert (cv2.cvtColor(fg, cv2.COLOR_BGR2RGB) == np.rint(s.foreground * 255)).all()
             anns = [a for a in pose["annotations"] if a["image_id"] == int(i)]
             for ann in anns:
                 kp = np.array(ann["goliath_wholebody_kpts"]).reshape(308, 3)
@@ -396,10 +448,11 @@ def test_shards_hold_the_same_bytes_as_folders(tmp_path):
     names = sorted(p.name for p in (tmp_path / "s").glob("*.tar"))
     assert names == ["train-000000.tar", "train-000001.tar", "val-000000.tar"]
     suffixes = ["rgb.png", "mask.png", "seg.png", "normal.npy", "pointmap.npy", "camera.json",
-                "albedo.png", "pose.json"]  # fmt: skip
+                "albedo.png", "alpha.png", "foreground.png", "pose.json"]  # fmt: skip
     folder = {"rgb.png": "images/{}.png", "mask.png": "mask/{}.png", "seg.png": "seg/{}.png",
               "normal.npy": "normal/{}.npy", "pointmap.npy": "pointmap/{}.npy",
-              "camera.json": "camera/{}.json", "albedo.png": "albedo/{}.png"}  # fmt: skip
+              "camera.json": "camera/{}.json", "albedo.png": "albedo/{}.png",
+              "alpha.png": "alpha/{}.png", "foreground.png": "foreground/{}.png"}  # fmt: skip
     keys = []
     for name in names:
         split = name.split("-")[0]

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from sapiens2.metrics import (
     AlbedoMetric,
     Keypoints308Metric,
+    MattingMetric,
     NormalMetric,
     PointmapMetric,
     SegmentationMetric,
@@ -36,12 +37,15 @@ def _data():
         pm = np.concatenate([rng.uniform(-1, 1, (2, 2, 10, 8)) * z, z], 1)
         alb = rng.uniform(size=(2, 3, 10, 8))
         mask = rng.uniform(size=(2, 10, 8)) < 0.8
+        alpha = np.clip(rng.normal(0.5, 0.6, (2, 10, 8)), 0, 1)
+        trimap = rng.choice(np.array([0, 128, 255], np.uint8), (2, 10, 8))
         batches.append(
             {
                 "seg": (rng.normal(size=(2, 5, 10, 8)), seg_t),
                 "normal": (g + rng.normal(scale=0.4, size=g.shape), g, mask),
                 "pointmap": (pm * 1.1 + rng.normal(scale=0.03, size=pm.shape), pm, mask),
                 "albedo": (np.clip(alb + rng.normal(scale=0.1, size=alb.shape), 0, 1), alb, mask),
+                "matting": (np.clip(alpha + rng.normal(0, 0.2, alpha.shape), 0, 1), alpha, trimap),
             }
         )
     gt, krng = _gt308(21)
@@ -55,6 +59,7 @@ def _run(batches, gt, preds, rank: int, world: int) -> dict:
         "normal": NormalMetric(),
         "pointmap": PointmapMetric(),
         "albedo": AlbedoMetric(),
+        "matting": MattingMetric(),
     }
     for batch in batches[rank::world]:
         for name, metric in metrics.items():

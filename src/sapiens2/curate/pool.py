@@ -75,7 +75,8 @@ def _person_box(mask: np.ndarray) -> np.ndarray:
 def _human(rng: np.random.Generator, h: int, w: int, min_box: int) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic one-person image whose person box short side is >= ``min_box``."""
     while True:
-        s = render_sample(rng, SynthConfig(h, w, people_max=1, noise=4.0))
+        # soft_edges off: the pool needs no matte, and it keeps the images it always had
+        s = render_sample(rng, SynthConfig(h, w, people_max=1, noise=4.0, soft_edges=False))
         if s.mask.any():
             box = _person_box(s.mask)
             if min(box[0, 2] - box[0, 0] + 1, box[0, 3] - box[0, 1] + 1) >= min_box:

@@ -43,6 +43,7 @@ __all__ = [
     "IMAGE_STD",
     "AlbedoDataset",
     "ImageDataset",
+    "MattingDataset",
     "NormalDataset",
     "PointmapDataset",
     "PoseDataset",
@@ -157,7 +158,7 @@ def default_transforms(
     """The official train / eval pipeline of ``task`` (without normalisation and target packing).
 
     Args:
-        task: "pose", "seg", "normal", "pointmap" or "albedo".
+        task: "pose", "seg", "normal", "pointmap", "albedo" or "matting".
         train: training augmentations, else the deterministic eval pipeline.
         input_hw: network input (H, W).
         seg_classes: class list whose flip pairs the seg flip uses (default 29 classes).
@@ -191,10 +192,11 @@ def default_transforms(
             T.PhotoMetricDistortion(p=1.0),
             T.Resize(input_hw),
         ]
-    if task in ("normal", "pointmap", "albedo"):
+    if task in ("normal", "pointmap", "albedo", "matting"):
         if not train:
             return [T.Letterbox(input_hw)]
-        pre = [T.PhotoMetricDistortion(p=1.0)] if task != "albedo" else []
+        # matting (our choice, no official recipe): the albedo pipeline
+        pre = [T.PhotoMetricDistortion(p=1.0)] if task not in ("albedo", "matting") else []
         if task == "normal":
             pre.append(T.RandomDownUpSample(p=0.2))
         geo = [
@@ -210,10 +212,12 @@ def default_transforms(
                 T.RandomGaussianNoise(p=0.3),
                 T.RandomSolarize(p=0.3),
             ]
-        elif task == "albedo":
+        elif task in ("albedo", "matting"):
             post = [T.RandomGaussianNoise(p=0.2)]
         return [*pre, *geo, *post]
-    raise ValueError(f"unknown task {task!r}; expected pose, seg, normal, pointmap or albedo")
+    raise ValueError(
+        f"unknown task {task!r}; expected pose, seg, normal, pointmap, albedo or matting"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,6 +412,36 @@ class AlbedoDataset(_TaskDataset):
         }
 
 
+class MattingDataset(_TaskDataset):
+    """Matting. Items: ``image``, ``alpha`` (1, H, W) float32 in [0, 1], ``foreground``
+    (3, H, W) float32 in [0, 1], the person colour pre-multiplied by alpha (what the matting head
+    predicts), ``key``. No sample is dropped: a crop without a person is a valid all-zero matte.
+    The pipeline is the albedo one (letterbox; in training random scale, crop, flip and noise),
+    our choice as there is no official matting recipe; letterbox padding has alpha 0."""
+
+    task = "matting"
+
+    def load(self, index: int) -> T.Sample:
+        f = self._fields(index)
+        return T.Sample(
+            image=f["image"],
+            alpha=f["alpha"],
+            foreground=f["foreground"],
+            key=self.source.ids[index],
+        )
+
+    def pack(self, s: T.Sample) -> dict[str, Any] | None:
+        assert s.alpha is not None and s.foreground is not None
+        alpha = s.alpha.astype(np.float32) / 255.0
+        fg = s.foreground.astype(np.float32) / 255.0
+        return {
+            "image": normalize_image(s.image),
+            "alpha": torch.from_numpy(alpha)[None],
+            "foreground": torch.from_numpy(fg).permute(2, 0, 1).contiguous(),
+            "key": s.key,
+        }
+
+
 class PoseDataset(_TaskDataset):
     """Top-down 308-keypoint pose: one item per annotated person (crowd and unlabelled ones skipped).
 
@@ -596,11 +630,13 @@ _DATASETS: dict[str, type[_TaskDataset]] = {
     "normal": NormalDataset,
     "pointmap": PointmapDataset,
     "albedo": AlbedoDataset,
+    "matting": MattingDataset,
 }
 
 
 def dataset_class(task: str) -> type[_TaskDataset]:
-    """The dataset class of ``task`` ("pose", "seg", "normal", "pointmap" or "albedo")."""
+    """The dataset class of ``task`` ("pose", "seg", "normal", "pointmap", "albedo" or
+    "matting")."""
     if task not in _DATASETS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(_DATASETS)}")
     return _DATASETS[task]

@@ -8,6 +8,8 @@ A dataset root holds split folders (``train/``, ``val/``), each with::
     pointmap/<id>.npy    float32 (H, W, 3) camera-frame XYZ in metres
     camera/<id>.json     {"K": 3x3, "width": W, "height": H}
     albedo/<id>.png      RGB uint8
+    alpha/<id>.png       uint8 alpha matte (0 background .. 255 person)
+    foreground/<id>.png  RGB uint8 person colour pre-multiplied by alpha
     pose.json            COCO-style, 308 keypoints per person in "goliath_wholebody_kpts"
 
 and optionally ``seg_classes.json`` at the root (a user class list with its own flip pairs).
@@ -46,7 +48,9 @@ __all__ = [
     "check_coco_structure",
     "coco_wholebody_to_308",
     "decode_albedo",
+    "decode_alpha",
     "decode_camera",
+    "decode_foreground",
     "decode_image",
     "decode_mask",
     "decode_normal",
@@ -74,6 +78,7 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "normal": ("image", "normal", "mask"),
     "pointmap": ("image", "pointmap", "camera", "mask"),
     "albedo": ("image", "albedo", "mask"),
+    "matting": ("image", "alpha", "foreground"),
 }
 
 #: field -> (folder, file suffix) in a split folder
@@ -85,6 +90,8 @@ FOLDER_LAYOUT: dict[str, tuple[str, str]] = {
     "pointmap": ("pointmap", ".npy"),
     "camera": ("camera", ".json"),
     "albedo": ("albedo", ".png"),
+    "alpha": ("alpha", ".png"),
+    "foreground": ("foreground", ".png"),
 }
 
 #: field -> extension of the member in a tar shard (``<key>.<ext>``)
@@ -96,6 +103,8 @@ SHARD_EXT: dict[str, str] = {
     "pointmap": "pointmap.npy",
     "camera": "camera.json",
     "albedo": "albedo.png",
+    "alpha": "alpha.png",
+    "foreground": "foreground.png",
     "pose": "pose.json",
 }
 
@@ -289,6 +298,42 @@ def decode_albedo(data: bytes, name: str, hw: tuple[int, int] | None = None) -> 
     """Decode an RGB albedo image as (H, W, 3) uint8."""
     arr = decode_image(data, name)
     _check_hw(arr, hw, name, "albedo")
+    return arr
+
+
+def decode_alpha(data: bytes, name: str, hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an alpha matte as (H, W) uint8 (0 = background, 255 = person): a single-channel
+    8-bit image, or three or four equal channels (grey saved as RGB)."""
+    arr = _imdecode(data, name, cv2.IMREAD_UNCHANGED)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{name}: alpha matte must be 8-bit, got {arr.dtype}")
+    if arr.ndim == 3:
+        colour = arr[..., :3]
+        if not (colour == colour[..., :1]).all():
+            raise DataError(
+                f"{name}: alpha matte must be single-channel (grey), got {arr.shape[2]} "
+                "different channels"
+            )
+        arr = np.ascontiguousarray(colour[..., 0])
+    _check_hw(arr, hw, name, "alpha matte")
+    return arr
+
+
+def decode_foreground(
+    data: bytes, name: str, hw: tuple[int, int] | None = None, alpha: np.ndarray | None = None
+) -> np.ndarray:
+    """Decode a pre-multiplied foreground as (H, W, 3) uint8 RGB. With ``alpha`` (H, W) uint8 no
+    channel may exceed its alpha by more than 1 (rounding): a brighter pixel means straight,
+    not pre-multiplied, colour."""
+    arr = decode_image(data, name)
+    _check_hw(arr, hw, name, "foreground")
+    if alpha is not None:
+        over = (arr.astype(np.int16) > alpha[..., None].astype(np.int16) + 1).any(axis=2)
+        if over.any():
+            raise DataError(
+                f"{name}: {int(over.sum())} pixels are brighter than their alpha; the foreground "
+                "must be pre-multiplied by alpha (foreground * alpha / 255)"
+            )
     return arr
 
 
@@ -710,7 +755,8 @@ class DatasetFolder:
         )
 
     def path(self, field: str, sample_id: str) -> Path:
-        """Path of ``field`` (image, mask, seg, normal, pointmap, camera, albedo) for ``sample_id``."""
+        """Path of ``field`` (image, mask, seg, normal, pointmap, camera, albedo, alpha,
+        foreground) for ``sample_id``."""
         if field == "image":
             if sample_id not in self._image_paths:
                 return self.dir / "images" / f"{sample_id}.png"
@@ -772,7 +818,8 @@ def decode_fields(raw: Mapping[str, tuple[bytes, str]], num_classes: int = 29) -
 
     Args:
         raw: field -> (bytes, name for errors), fields among image, mask, seg, normal, pointmap,
-            camera, albedo. Sizes are checked against the image; normals and pointmaps against the mask.
+            camera, albedo, alpha, foreground. Sizes are checked against the image; normals and
+            pointmaps against the mask; a foreground against its alpha (pre-multiplied).
         num_classes: number of part-label classes.
 
     Returns:
@@ -796,7 +843,13 @@ def decode_fields(raw: Mapping[str, tuple[bytes, str]], num_classes: int = 29) -
         out["camera"] = decode_camera(*raw["camera"], hw=hw)
     if "albedo" in raw:
         out["albedo"] = decode_albedo(*raw["albedo"], hw=hw)
-    unknown = set(raw) - {"image", "mask", "seg", "normal", "pointmap", "camera", "albedo"}
+    if "alpha" in raw:
+        out["alpha"] = decode_alpha(*raw["alpha"], hw=hw)
+    if "foreground" in raw:
+        out["foreground"] = decode_foreground(*raw["foreground"], hw=hw, alpha=out.get("alpha"))
+    unknown = set(raw) - {
+        "image", "mask", "seg", "normal", "pointmap", "camera", "albedo", "alpha", "foreground"
+    }  # fmt: skip
     if unknown:
         raise ValueError(f"decode_fields: unknown fields {sorted(unknown)}")
     return out

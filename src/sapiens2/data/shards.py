@@ -71,6 +71,8 @@ def encode_sample(
     pointmap: np.ndarray | None = None,
     K: np.ndarray | None = None,
     albedo: np.ndarray | None = None,
+    alpha: np.ndarray | None = None,
+    foreground: np.ndarray | None = None,
     pose: list[dict[str, Any]] | None = None,
 ) -> dict[str, bytes]:
     """Encode one sample's arrays into ``{ext: bytes}`` members (order of :data:`SHARD_EXT`).
@@ -78,6 +80,7 @@ def encode_sample(
     Args:
         image: (H, W, 3) uint8 RGB. mask/seg: (H, W) uint8. normal/pointmap: (H, W, 3) float32.
         K: (3, 3) intrinsics (written as camera JSON with the image size). albedo: (H, W, 3) uint8.
+        alpha: (H, W) uint8 matte. foreground: (H, W, 3) uint8 pre-multiplied by alpha.
         pose: this image's COCO annotation dicts (``goliath_wholebody_kpts`` etc.).
     """
     h, w = image.shape[:2]
@@ -94,6 +97,10 @@ def encode_sample(
         out[SHARD_EXT["camera"]] = encode_camera(K, w, h)
     if albedo is not None:
         out[SHARD_EXT["albedo"]] = encode_png(albedo)
+    if alpha is not None:
+        out[SHARD_EXT["alpha"]] = encode_png(alpha)
+    if foreground is not None:
+        out[SHARD_EXT["foreground"]] = encode_png(foreground)
     if pose is not None:
         out[SHARD_EXT["pose"]] = json.dumps(pose).encode()
     return out
@@ -209,7 +216,9 @@ def write_folder_shards(
                 files[SHARD_EXT["image"]] = encode_png(decode_image(img.read_bytes(), str(img)))
             else:
                 files[SHARD_EXT["image"]] = img.read_bytes()
-            for field in ("mask", "seg", "normal", "pointmap", "camera", "albedo"):
+            for field in (
+                "mask", "seg", "normal", "pointmap", "camera", "albedo", "alpha", "foreground"
+            ):  # fmt: skip
                 p = folder.path(field, sid)
                 if p.is_file():
                     files[SHARD_EXT[field]] = p.read_bytes()

@@ -53,7 +53,9 @@ __all__ = [
     "Transform",
 ]
 
-_IMAGE_FIELDS = ("image", "albedo")  # uint8 colour images: smooth interpolation
+# uint8 colour images and mattes: smooth interpolation (bilinear keeps a pre-multiplied
+# foreground consistent with its alpha: both are interpolated with the same weights)
+_IMAGE_FIELDS = ("image", "albedo", "alpha", "foreground")
 _LABEL_FIELDS = ("mask", "seg")  # uint8 labels: nearest
 _VECTOR_FIELDS = ("normal", "pointmap")  # float32 (H, W, 3): nearest
 _NEAREST = cv2.INTER_NEAREST_EXACT
@@ -72,6 +74,8 @@ class Sample:
         pointmap: (H, W, 3) float32 camera-frame XYZ in metres.
         K: (3, 3) float64 intrinsics of ``image``.
         albedo: (H, W, 3) uint8 RGB albedo.
+        alpha: (H, W) uint8 alpha matte (255 = person).
+        foreground: (H, W, 3) uint8 RGB person colour pre-multiplied by alpha.
         keypoints: (..., K, 2) float64 keypoints (x, y) in image pixels.
         keypoints_visible: (..., K) float32, 1 = labelled (visible or occluded), 0 = not labelled.
         bbox: (..., 4) float64 xyxy person box(es).
@@ -90,6 +94,8 @@ class Sample:
     pointmap: np.ndarray | None = None
     K: np.ndarray | None = None
     albedo: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    foreground: np.ndarray | None = None
     keypoints: np.ndarray | None = None
     keypoints_visible: np.ndarray | None = None
     bbox: np.ndarray | None = None
@@ -430,6 +436,8 @@ class RandomCrop:
         pads = {
             "image": self.image_pad,
             "albedo": 0,
+            "alpha": 0,
+            "foreground": 0,
             "mask": 0,
             "seg": self.seg_pad,
             "normal": 0,
@@ -540,7 +548,10 @@ class Resize:
         if self.labels:
             return sample.replace(**_resize_sample(sample, self.size_hw, interp))
         # dense maps stay at full resolution; the image, K, keypoints and boxes are resized
-        maps = {name: None for name in ("mask", "seg", "normal", "pointmap", "albedo")}
+        maps = {
+            name: None
+            for name in ("mask", "seg", "normal", "pointmap", "albedo", "alpha", "foreground")
+        }
         return sample.replace(**_resize_sample(sample.replace(**maps), self.size_hw, interp))
 
     def __repr__(self) -> str:
@@ -551,7 +562,8 @@ class Letterbox:
     """Aspect-preserving resize into ``size_hw`` with centred padding (normal/pointmap/albedo).
 
     Sizes truncate as in the official code (see :func:`~sapiens2.data.geometry.letterbox_params`).
-    Image and albedo bilinear, padding ``image_pad``; mask/normal/pointmap nearest padded 0; part
+    Image, albedo, alpha and foreground bilinear, the image padded with ``image_pad``, the others
+    with 0; mask/normal/pointmap nearest padded 0; part
     labels nearest padded ``seg_pad``. ``K`` is scaled and shifted by the padding so that projecting
     a 3-D point lands on its letterboxed pixel. The parameters are stored in ``meta["letterbox"]``.
     """
@@ -565,6 +577,8 @@ class Letterbox:
         pads = {
             "image": self.image_pad,
             "albedo": 0,
+            "alpha": 0,
+            "foreground": 0,
             "mask": 0,
             "seg": self.seg_pad,
             "normal": 0,

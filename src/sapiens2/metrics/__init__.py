@@ -1,4 +1,4 @@
-"""Evaluation metrics for the five Sapiens2 tasks (numpy / torch; no model or training imports).
+"""Evaluation metrics for the Sapiens2 tasks (numpy / torch; no model or training imports).
 
 Every metric is an accumulator with ``update(...)``, ``compute() -> dict``, ``reset()`` and
 ``sync()`` / ``all_reduce()`` (sums the state over ``torch.distributed`` ranks; a no-op when no
@@ -15,6 +15,7 @@ from sapiens2.metrics.keypoints308 import (
     score_and_nms,
     to_results_json,
 )
+from sapiens2.metrics.matting import MattingMetric, connectivity_phi, matting_errors
 from sapiens2.metrics.normal import NormalMetric
 from sapiens2.metrics.pointmap import PointmapMetric, least_squares_scale, pointmap_normals
 from sapiens2.metrics.segmentation import SegmentationMetric
@@ -24,14 +25,17 @@ __all__ = [
     "AlbedoMetric",
     "CocoKeypointMetric",
     "Keypoints308Metric",
+    "MattingMetric",
     "NormalMetric",
     "PointmapMetric",
     "SegmentationMetric",
     "coco_keypoint_ap",
+    "connectivity_phi",
     "evaluate_keypoints308",
     "least_squares_scale",
     "masked_ssim",
     "masked_ssim_map",
+    "matting_errors",
     "oks_nms",
     "pointmap_normals",
     "rescore",

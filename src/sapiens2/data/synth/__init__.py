@@ -1,4 +1,4 @@
-"""Procedural synthetic humans with exact labels for all five tasks (see docs/synthetic.md).
+"""Procedural synthetic humans with exact labels for the tasks, matting included (docs/synthetic.md).
 
 Modules: ``primitives`` (analytic ray casting), ``body`` (skeleton, pose, primitives),
 ``labels`` (308 keypoints with visibility, 29-class part regions), ``render`` (scene, camera,

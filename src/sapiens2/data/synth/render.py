@@ -4,6 +4,13 @@ One ray per pixel through the pixel centre: pixel ``(row i, column j)`` has its 
 coordinates ``(u, v) = (j, i)`` (integer coordinates are pixel centres, as in OpenCV/COCO
 keypoints), so the camera ray is ``((j - cx) / fx, (i - cy) / fy, 1)`` and the hit parameter is
 the depth ``Z``. The camera frame is OpenCV's (x right, y down, z forward).
+
+With ``SynthConfig.soft_edges`` (default) the pixels next to a person's outline (a 3x3
+neighbourhood with person and background) also cast ``s x s`` sub-pixel rays: their coverage is
+the alpha matte, the mean shaded colour of the sub-rays that hit a person is the foreground
+colour, and the image there is the composite ``alpha * F + (1 - alpha) * B`` over the background,
+so that person outlines are anti-aliased. Every other label keeps the one ray through the pixel
+centre.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ class SynthConfig:
             sitting, no random poses), are framed whole (no close-ups), wear plain colours and
             stand in front of a plain gradient. The labels are as exact as in the full
             distribution.
+        soft_edges: anti-alias the person outlines (see the module docstring): the image is the
+            composite of the supersampled foreground over the background there, and ``alpha``
+            holds the coverage. Off: one ray per pixel everywhere and a binary alpha.
+        edge_samples: s, the sub-pixel rays per side of an outline pixel (s x s rays).
     """
 
     height: int = 256
@@ -51,12 +62,16 @@ class SynthConfig:
     people_max: int = 3
     noise: float = 3.0
     simple: bool = False
+    soft_edges: bool = True
+    edge_samples: int = 4
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
             raise ValueError(f"image size must be at least 16x16, got {self.height}x{self.width}")
         if self.people_max < 1:
             raise ValueError(f"people_max must be >= 1, got {self.people_max}")
+        if not 1 <= self.edge_samples <= 16:
+            raise ValueError(f"edge_samples must be in 1..16, got {self.edge_samples}")
 
 
 @dataclass
@@ -64,8 +79,14 @@ class SynthSample:
     """One rendered sample with every label (numpy arrays, H x W images).
 
     Attributes:
-        image: (H, W, 3) uint8 RGB, shaded.
-        mask: (H, W) uint8, 255 on people, 0 elsewhere.
+        image: (H, W, 3) uint8 RGB, shaded (outlines anti-aliased with ``soft_edges``).
+        mask: (H, W) uint8, 255 on people, 0 elsewhere (the pixel centre's ray).
+        alpha: (H, W) float32 person coverage in [0, 1]: 1 inside people, 0 away from them,
+            a multiple of 1/s² on the outline pixels (binary ``mask / 255`` without soft edges).
+        foreground: (H, W, 3) float32 pre-multiplied person colour ``alpha * F`` in [0, 1]
+            (F: the shaded colour before sensor noise), 0 where alpha is 0.
+        background: (H, W, 3) uint8 RGB behind the people (before sensor noise); the image is
+            ``rint(255 * foreground + (1 - alpha) * background + noise)``.
         seg: (H, W) uint8 29-class labels (0 = background).
         normal: (H, W, 3) float32 unit camera-frame normals (0 outside the mask).
         pointmap: (H, W, 3) float32 camera-frame XYZ in metres (0 outside the mask).
@@ -81,6 +102,9 @@ class SynthSample:
 
     image: np.ndarray
     mask: np.ndarray
+    alpha: np.ndarray
+    foreground: np.ndarray
+    background: np.ndarray
     seg: np.ndarray
     normal: np.ndarray
     pointmap: np.ndarray
@@ -292,8 +316,40 @@ def sample_scene(
     return bodies, cam, K, np.concatenate([rot, trans[:, None]], axis=1)
 
 
+def _first_hits(prims: Primitives, prim: np.ndarray, ray: np.ndarray, dirs: np.ndarray, n: int):
+    """Nearest hit of ``n`` camera rays, testing the (ray, primitive) pairs given.
+
+    Args:
+        prims: primitives in the camera frame.
+        prim: (M,) primitive index of each pair.
+        ray: (M,) ray index of each pair, in ``0..n-1``.
+        dirs: (M, 3) direction of each pair's ray.
+        n: number of rays.
+
+    Returns:
+        depth (n,) (inf on a miss), primitive index (n,) (-1), local hit point (n, 3), normal (n, 3).
+    """
+    hits = intersect(prims, prim, np.zeros(3), dirs)
+    ok = np.isfinite(hits.t)
+    ray, t, prim = ray[ok], hits.t[ok], prim[ok]
+    depth = np.full(n, np.inf)
+    pidx = np.full(n, -1, dtype=np.int64)
+    local = np.zeros((n, 3))
+    normal = np.zeros((n, 3))
+    if ray.size == 0:
+        return depth, pidx, local, normal
+    order = np.lexsort((prim, t, ray))
+    first = order[np.r_[True, ray[order][1:] != ray[order][:-1]]]
+    sel = ray[first]
+    depth[sel] = t[first]
+    pidx[sel] = prim[first]
+    local[sel] = hits.local[ok][first]
+    normal[sel] = hits.normal[ok][first]
+    return depth, pidx, local, normal
+
+
 def raycast(prims: Primitives, K: np.ndarray, h: int, w: int):
-    """Nearest hit per pixel.
+    """Nearest hit per pixel (one ray through the pixel centre).
 
     Returns:
         depth (H*W,) (inf on background), primitive index (H*W,) (-1), local hit point (H*W, 3),
@@ -309,22 +365,128 @@ def raycast(prims: Primitives, K: np.ndarray, h: int, w: int):
     px = box[prim, 0] + k % nx[prim]
     py = box[prim, 1] + k // nx[prim]
     dirs = np.stack([(px - K[0, 2]) / K[0, 0], (py - K[1, 2]) / K[1, 1], np.ones(px.size)], 1)
-    hits = intersect(prims, prim, np.zeros(3), dirs)
-    ok = np.isfinite(hits.t)
-    pix = (py * w + px)[ok]
-    t, prim = hits.t[ok], prim[ok]
-    order = np.lexsort((prim, t, pix))
-    first = order[np.r_[True, pix[order][1:] != pix[order][:-1]]]
-    depth = np.full(h * w, np.inf)
-    pidx = np.full(h * w, -1, dtype=np.int64)
-    local = np.zeros((h * w, 3))
-    normal = np.zeros((h * w, 3))
-    sel = pix[first]
-    depth[sel] = t[first]
-    pidx[sel] = prim[first]
-    local[sel] = hits.local[ok][first]
-    normal[sel] = hits.normal[ok][first]
-    return depth, pidx, local, normal
+    return _first_hits(prims, prim, py * w + px, dirs, h * w)
+
+
+def raycast_subpixels(prims: Primitives, K: np.ndarray, h: int, w: int, pixels: np.ndarray, s: int):
+    """Nearest hits of ``s x s`` rays spread evenly inside each of the given pixels.
+
+    Sub-ray ``(a, b)`` of pixel ``(i, j)`` passes through ``(j + o_b, i + o_a)``,
+    ``o_k = (k + 0.5) / s - 0.5``. Only the primitives whose screen box holds the pixel are
+    tested: a box spans the integer pixels ``floor`` .. ``ceil`` of the primitive's projection, so
+    a ray that stays within half a pixel of an outside pixel's centre misses the primitive.
+
+    Args:
+        prims: primitives in the camera frame. K: (3, 3). h, w: image size.
+        pixels: (N,) flat pixel indices ``i * w + j``.
+        s: sub-rays per side.
+
+    Returns:
+        ``(depth, primitive, local, normal)`` as :func:`raycast` for the ``N * s * s`` rays
+        (pixel-major, then row-major sub-rays), and their directions (N * s * s, 3).
+    """
+    box = screen_boxes(prims, K, h, w)
+    px, py = pixels % w, pixels // w
+    off = (np.arange(s) + 0.5) / s - 0.5
+    u = (px[:, None, None] + off[None, None, :]).repeat(s, 1).reshape(-1)
+    v = (py[:, None, None] + off[None, :, None]).repeat(s, 2).reshape(-1)
+    dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(u.size)], 1)
+    inside = (
+        (box[None, :, 0] <= px[:, None])
+        & (px[:, None] <= box[None, :, 2])
+        & (box[None, :, 1] <= py[:, None])
+        & (py[:, None] <= box[None, :, 3])
+    )
+    pix, prim = np.nonzero(inside)
+    ss = s * s
+    ray = (pix[:, None] * ss + np.arange(ss)).reshape(-1)
+    prim = np.repeat(prim, ss)
+    return _first_hits(prims, prim, ray, dirs[ray], pixels.size * ss), dirs
+
+
+def outline_pixels(person: np.ndarray) -> np.ndarray:
+    """Flat indices of the pixels whose 3x3 neighbourhood (inside the image) holds both person
+    and background pixels; ``person`` (H, W) bool."""
+    m = person.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    return np.flatnonzero(cv2.dilate(m, kernel) != cv2.erode(m, kernel))
+
+
+@dataclass
+class Lights:
+    """Shading: an ambient term (``ambient * tint``), up to two directional lights and a gloss.
+
+    ``lights`` holds ``(unit direction towards the light, power, RGB colour)`` per light.
+    """
+
+    tint: np.ndarray
+    ambient: float
+    gloss: float
+    lights: list[tuple[np.ndarray, float, np.ndarray]]
+
+
+def sample_lights(rng: np.random.Generator) -> Lights:
+    """Ambient tint and level, gloss, then one or two lights (direction, power, colour)."""
+    tint = 1 + rng.uniform(-0.12, 0.12, 3)
+    ambient = rng.uniform(0.15, 0.45)
+    gloss = rng.uniform(0, 0.25)
+    lights = []
+    for _ in range(int(rng.integers(1, 3))):
+        ld = np.array([rng.uniform(-1, 1), rng.uniform(-1, 0.4), rng.uniform(-1, -0.1)])
+        ld /= np.linalg.norm(ld)  # direction towards the light, camera frame
+        power = rng.uniform(0.5, 1.0)
+        lights.append((ld, power, 1 + rng.uniform(-0.15, 0.15, 3)))
+    return Lights(tint, ambient, gloss, lights)
+
+
+def shade(lights: Lights, albedo: np.ndarray, normal: np.ndarray, view: np.ndarray) -> np.ndarray:
+    """(N, 3) RGB in [0, 1]: ambient + Lambert per light + a little Blinn-Phong.
+
+    Args:
+        albedo: (N, 3) in [0, 1]. normal: (N, 3) unit. view: (N, 3) unit, towards the camera.
+    """
+    light = np.full((normal.shape[0], 3), lights.ambient) * lights.tint
+    spec = np.zeros((normal.shape[0], 1))
+    for ld, power, colour in lights.lights:
+        lam = np.clip(normal @ ld, 0, None)[:, None]
+        light = light + power * lam * colour
+        half = ld + view
+        half /= np.linalg.norm(half, axis=1, keepdims=True)
+        spec = (
+            spec
+            + lights.gloss * power * np.clip(np.sum(normal * half, 1, keepdims=True), 0, 1) ** 30
+        )
+    return np.clip(albedo * light + spec, 0, 1)
+
+
+def _surface(bodies: list[Body], prims: Primitives, mats: Materials, pidx, local):
+    """29-class labels (N,) uint8 and albedo (N, 3) of N surface hits (primitive, local point)."""
+    person = prims.person[pidx]
+    cls = np.zeros(pidx.size, dtype=np.uint8)
+    mat = np.zeros(pidx.size, dtype=np.int64)
+    for p, body in enumerate(bodies):
+        sel = person == p
+        pi = pidx[sel]
+        c, m = part_regions(
+            prims.part[pi], local[sel], prims.size[pi], body.outfit, body.head_frame()[2]
+        )
+        cls[sel] = c
+        mat[sel] = p * NUM_MATERIALS + m
+    return cls, texture(mats, mat, local, prims.kind[pidx])
+
+
+def _soft_edges(bodies, prims, mats, lights, K, h, w, pixels, s):
+    """Coverage (N,) and mean shaded colour of the hitting sub-rays (N, 3) (0 with no hit)."""
+    (_, pidx, local, normal), dirs = raycast_subpixels(prims, K, h, w, pixels, s)
+    hit = pidx >= 0
+    _, alb = _surface(bodies, prims, mats, pidx[hit], local[hit])
+    view = -dirs[hit] / np.linalg.norm(dirs[hit], axis=1, keepdims=True)
+    rgb = np.zeros((pidx.size, 3))
+    rgb[hit] = shade(lights, alb, normal[hit], view)
+    count = hit.reshape(pixels.size, s * s).sum(1)
+    total = rgb.reshape(pixels.size, s * s, 3).sum(1)
+    colour = total / np.maximum(count, 1)[:, None]
+    return count / (s * s), colour
 
 
 def render_sample(rng: np.random.Generator, cfg: SynthConfig) -> SynthSample:
@@ -338,16 +500,7 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig) -> SynthSample:
 
     # Labels and albedo.
     seg = np.zeros(h * w, dtype=np.uint8)
-    mat = np.zeros(fg.size, dtype=np.int64)
-    for p, body in enumerate(bodies):
-        sel = person == p
-        pi = pidx[fg[sel]]
-        cls, m = part_regions(
-            prims.part[pi], local[fg[sel]], prims.size[pi], body.outfit, body.head_frame()[2]
-        )
-        seg[fg[sel]] = cls
-        mat[sel] = p * NUM_MATERIALS + m
-    alb = texture(mats, mat, local[fg], prims.kind[pidx[fg]])
+    seg[fg], alb = _surface(bodies, prims, mats, pidx[fg], local[fg])
 
     # Shading: ambient + up to two directional lights (Lambert) + a little Blinn-Phong.
     n = normal[fg]
@@ -355,23 +508,24 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig) -> SynthSample:
         [(fg % w - K[0, 2]) / K[0, 0], (fg // w - K[1, 2]) / K[1, 1], np.ones(fg.size)], 1
     )
     view = -view / np.linalg.norm(view, axis=1, keepdims=True)
-    tint = 1 + rng.uniform(-0.12, 0.12, 3)
-    shade = np.full((fg.size, 3), rng.uniform(0.15, 0.45)) * tint
-    spec = np.zeros((fg.size, 1))
-    gloss = rng.uniform(0, 0.25)
-    for _ in range(int(rng.integers(1, 3))):
-        ld = np.array([rng.uniform(-1, 1), rng.uniform(-1, 0.4), rng.uniform(-1, -0.1)])
-        ld /= np.linalg.norm(ld)  # direction towards the light, camera frame
-        power = rng.uniform(0.5, 1.0)
-        lam = np.clip(n @ ld, 0, None)[:, None]
-        shade = shade + power * lam * (1 + rng.uniform(-0.15, 0.15, 3))
-        half = ld + view
-        half /= np.linalg.norm(half, axis=1, keepdims=True)
-        spec = spec + gloss * power * np.clip(np.sum(n * half, 1, keepdims=True), 0, 1) ** 30
-    rgb_fg = np.clip(alb * shade + spec, 0, 1)
+    lights = sample_lights(rng)
+    rgb_fg = shade(lights, alb, n, view)
 
-    img = background(rng, h, w, plain=cfg.simple).reshape(-1, 3).astype(np.float64)
+    back = background(rng, h, w, plain=cfg.simple)
+    img = back.reshape(-1, 3).astype(np.float64)
     img[fg] = rgb_fg * 255
+    alpha = np.zeros(h * w)
+    alpha[fg] = 1.0
+    colour = np.zeros((h * w, 3))
+    colour[fg] = rgb_fg
+    if cfg.soft_edges:
+        edge = outline_pixels((pidx >= 0).reshape(h, w))
+        if edge.size:
+            s = cfg.edge_samples
+            alpha[edge], colour[edge] = _soft_edges(bodies, prims, mats, lights, K, h, w, edge, s)
+            a = alpha[edge, None]
+            img[edge] = 255 * (a * colour[edge]) + (1 - a) * back.reshape(-1, 3)[edge]
+    foreground = (alpha[:, None] * colour).astype(np.float32)
     sigma = rng.uniform(0, cfg.noise)
     img = img + rng.normal(0, 1, img.shape) * sigma
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(h, w, 3)
@@ -405,6 +559,9 @@ def render_sample(rng: np.random.Generator, cfg: SynthConfig) -> SynthSample:
     return SynthSample(
         image=image,
         mask=mask.reshape(h, w),
+        alpha=alpha.reshape(h, w).astype(np.float32),
+        foreground=foreground.reshape(h, w, 3),
+        background=back,
         seg=seg.reshape(h, w),
         normal=normals.reshape(h, w, 3),
         pointmap=pointmap.reshape(h, w, 3),

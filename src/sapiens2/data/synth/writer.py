@@ -2,10 +2,12 @@
 
 Folder layout (per split ``train/`` and ``val/``): ``images/<id>.png``, ``mask/<id>.png``,
 ``seg/<id>.png``, ``normal/<id>.npy``, ``pointmap/<id>.npy``, ``camera/<id>.json``,
-``albedo/<id>.png`` and one COCO-style ``pose.json``. Shard layout: ``<split>-%06d.tar`` files at
-the dataset root holding, per sample, ``<id>.rgb.png``, ``<id>.mask.png``, ``<id>.seg.png``,
-``<id>.normal.npy``, ``<id>.pointmap.npy``, ``<id>.camera.json``, ``<id>.albedo.png`` and
-``<id>.pose.json`` (that image's annotation list), consecutively.
+``albedo/<id>.png``, ``alpha/<id>.png`` (uint8 coverage), ``foreground/<id>.png`` (uint8 RGB,
+pre-multiplied by alpha) and one COCO-style ``pose.json``. Shard layout: ``<split>-%06d.tar``
+files at the dataset root holding, per sample, ``<id>.rgb.png``, ``<id>.mask.png``,
+``<id>.seg.png``, ``<id>.normal.npy``, ``<id>.pointmap.npy``, ``<id>.camera.json``,
+``<id>.albedo.png``, ``<id>.alpha.png``, ``<id>.foreground.png`` and ``<id>.pose.json`` (that
+image's annotation list), consecutively.
 
 Sample ``i`` is rendered from ``SeedSequence([seed, i])`` alone, so the output does not depend
 on the number of worker processes, and the same arguments give byte-identical files.
@@ -41,6 +43,8 @@ _FOLDER_FILES = {  # shard suffix -> (folder, extension)
     "pointmap.npy": ("pointmap", ".npy"),
     "camera.json": ("camera", ".json"),
     "albedo.png": ("albedo", ".png"),
+    "alpha.png": ("alpha", ".png"),
+    "foreground.png": ("foreground", ".png"),
 }
 
 
@@ -139,6 +143,11 @@ def _png(rgb_or_gray: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _unit_to_u8(x: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 ``rint(255 x)``."""
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
 def _npy(arr: np.ndarray) -> bytes:
     bio = io.BytesIO()
     np.save(bio, arr, allow_pickle=False)
@@ -161,6 +170,8 @@ def encode_sample(sample: SynthSample, image_id: int) -> tuple[dict[str, bytes],
         "pointmap.npy": _npy(sample.pointmap.astype(np.float32)),
         "camera.json": _json({"K": sample.K.tolist(), "width": w, "height": h}),
         "albedo.png": _png(sample.albedo),
+        "alpha.png": _png(_unit_to_u8(sample.alpha)),
+        "foreground.png": _png(_unit_to_u8(sample.foreground)),
         "pose.json": _json(anns),
     }
     return files, anns

@@ -1,4 +1,5 @@
-"""Pixel-shuffle dense heads: surface normals and albedo (3 channels at input resolution)."""
+"""Pixel-shuffle dense heads at input resolution: surface normals and albedo (3 channels) and
+matting (pre-multiplied foreground RGB + alpha, 4 channels after a sigmoid)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,33 @@ class AlbedoHead(DenseTrunk):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.conv_albedo(self.trunk(feats))
+
+
+class MattingHead(DenseTrunk):
+    """Matting ``(B, 4, H, W)`` in [0, 1]: channels 0..2 the pre-multiplied RGB foreground,
+    channel 3 the alpha matte; the sigmoid of a 1x1 ``conv_matting``. InstanceNorm stages.
+
+    The layout of the released ``facebook/sapiens2-matting-*`` checkpoints: the normal head's
+    trunk (``decode_head.input_conv.0``, ``upsample_blocks.{j}.0``, ``conv_layers.{3j}``) with a
+    4-channel predictor ``decode_head.conv_matting``.
+    """
+
+    def __init__(self, in_channels: int, cfg: DenseHeadConfig, *, device=None, dtype=None) -> None:
+        if cfg.out_channels != 4:
+            raise ValueError(
+                f"a matting head predicts 4 channels (foreground RGB, alpha), got out_channels="
+                f"{cfg.out_channels}"
+            )
+        super().__init__(in_channels, cfg, "instance", device=device, dtype=dtype)
+        self.cfg = cfg
+        self.conv_matting = nn.Conv2d(self.out_features, 4, 1, device=device, dtype=dtype)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Args:
+            feats: backbone features ``(B, D, Hp, Wp)``.
+
+        Returns:
+            ``(B, 4, Hp * 2**n, Wp * 2**n)`` in [0, 1] (n upsampling blocks): foreground RGB
+            (pre-multiplied by alpha) then alpha.
+        """
+        return torch.sigmoid(self.conv_matting(self.trunk(feats)))

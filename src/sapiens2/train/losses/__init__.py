@@ -4,7 +4,8 @@
 
 By default every term equals the official code's on its own seeded inputs
 (``tests/fixtures/official/losses.*``, ``tests/train/test_losses_official.py``); our deviations are
-named options, off by default (docs/training.md). Each task module has plain functions for the
+named options, off by default (docs/training.md). The matting loss (``matting.py``) is our choice:
+no official matting training code was released. Each task module has plain functions for the
 individual terms and a composite ``<Task>Loss`` module configured by a frozen ``<Task>LossWeights``
 dataclass (the official weights are the defaults). ``<Task>Loss()(pred, batch)`` returns a dict
 of the weighted terms plus ``"loss"``, their sum; ``batch`` is a collated item dict of the matching
@@ -16,6 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from sapiens2.train.losses.albedo import AlbedoLoss, AlbedoLossWeights
+from sapiens2.train.losses.matting import MattingLoss, MattingLossWeights
 from sapiens2.train.losses.normal import NormalLoss, NormalLossWeights
 from sapiens2.train.losses.pointmap import PointmapLoss, PointmapLossWeights
 from sapiens2.train.losses.pose import PoseLoss, PoseLossWeights
@@ -24,6 +26,8 @@ from sapiens2.train.losses.seg import SegLoss, SegLossWeights
 __all__ = [
     "AlbedoLoss",
     "AlbedoLossWeights",
+    "MattingLoss",
+    "MattingLossWeights",
     "NormalLoss",
     "NormalLossWeights",
     "PointmapLoss",

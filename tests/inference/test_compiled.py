@@ -12,6 +12,8 @@ import sapiens2
 from sapiens2.inference import Predictor, compiled
 from sapiens2.inference.compiled import CompiledForward
 
+pytestmark = pytest.mark.slow  # dynamo's first trace costs seconds
+
 # Two blocks instead of 18: dynamo traces every block, and what is tested does not depend on depth.
 DEPTH = 2
 

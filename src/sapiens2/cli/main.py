@@ -6,6 +6,7 @@ Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
 from types import ModuleType
@@ -44,12 +45,23 @@ def _command_modules() -> list[ModuleType]:
     ]
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    try:
+        return importlib.metadata.version("sapiens2")
+    except importlib.metadata.PackageNotFoundError:
+        from sapiens2 import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sapiens2",
         description="Sapiens2 human-centric vision models: predict, evaluate, train.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"sapiens2 {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)

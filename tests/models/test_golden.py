@@ -69,8 +69,14 @@ BF16_ROPE_MAX, BF16_ROPE_MEAN = 1e-2, 5e-4  # check 2
 FP32_MAX, FP32_MEAN = 1e-4, 1e-5  # check 3
 
 
+@functools.cache
+def _fixture(name: str):
+    """``official(name)``, read once per session (the tensors are only read)."""
+    return official(name)
+
+
 def _load(name: str, dtype: torch.dtype, rope_dtype: torch.dtype | None = None):
-    path, _, _ = official(name)
+    path, _, _ = _fixture(name)
     model = sapiens2.load_model(path, dtype=dtype)
     if rope_dtype is not None:  # before the first forward, so no table is cached yet
         for module in model.modules():
@@ -80,7 +86,7 @@ def _load(name: str, dtype: torch.dtype, rope_dtype: torch.dtype | None = None):
 
 
 def _forward(model, name: str) -> tuple[torch.Tensor, ...]:
-    _, io, cfg = official(name)
+    _, io, cfg = _fixture(name)
     x = io["input"].to(next(model.parameters()).dtype)
     with torch.no_grad():
         if name == "tiny_backbone":  # raw tokens of layer 8, final-normalised tokens of layer 17
@@ -96,7 +102,7 @@ def _run(name: str, dtype: torch.dtype, rope_dtype: torch.dtype | None = None):
 
 
 def _reference(name: str) -> list[torch.Tensor]:
-    _, io, _ = official(name)
+    _, io, _ = _fixture(name)
     return [io[f"output.{i}"] for i in range(sum(k.startswith("output.") for k in io))]
 
 
@@ -111,7 +117,7 @@ def test_float64_matches_official_float64(name):
 
 def test_loaded_fixture_models_are_what_they_claim():
     backbone = _load("tiny_backbone", torch.float64)
-    x = official("tiny_backbone")[1]["input"].double()
+    x = _fixture("tiny_backbone")[1]["input"].double()
     with torch.no_grad():
         assert torch.equal(backbone.forward_features(x), _run("tiny_backbone", torch.float64)[1])
     assert _load("tiny_backbone4k", torch.float32).cfg.name == "sapiens2_tiny_4k"

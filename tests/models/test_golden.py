@@ -36,7 +36,7 @@ The worst case of check 2 is always albedo. For comparison, the official float32
 the official float64 one by 4.4e-3 (albedo), and our float32 run from the official float32 file by
 up to 2.8e-3 under these kernel selections; the all-AVX2 selection reproduces the figures seen on a
 real AMD EPYC with AVX2 only (albedo 2.3e-3, pose 4.9e-4), where a 5e-4 float32-vs-file bound
-failed. So no float32 file is compared against: in float32 the reference itself is only this
+failed (it held on the Intel Cascade Lake it had been set on). So no float32 file is compared against: in float32 the reference itself is only this
 accurate. Margins: check 2 2.2x on the max and 2.3x on the mean (the pointmap scale), check 3 4x
 and 5x. The defect tests at the end show that each check fails on a real defect: RoPE in float32
 instead of bfloat16 fails check 1 on every fixture, and so does one attention weight changed by 1e-4

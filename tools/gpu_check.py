@@ -21,7 +21,7 @@ def parity(fixtures: Path, device: str) -> dict:
     for name in ("tiny_backbone", "tiny_backbone4k", "tiny_seg", "tiny_pose", "tiny_normal"):
         if not (fixtures / f"{name}.safetensors").is_file():
             continue
-        io = load_file(fixtures / f"{name}.io.safetensors")
+        io = load_file(fixtures / f"{name}.io64.safetensors")  # the official float64 outputs
         x = io["input"].to(device)
         ref = io["output.1" if name == "tiny_backbone" else "output.0"]
         row = {}
@@ -34,7 +34,7 @@ def parity(fixtures: Path, device: str) -> dict:
                     y = model.forward_features(x.to(model.ln1.weight.dtype))
                 else:
                     y = model(x.to(next(model.parameters()).dtype))
-            d = (y.float().cpu() - ref).abs()
+            d = (y.double().cpu() - ref.double()).abs()
             scale = ref.abs().max().item()
             row[dtype] = {"max_rel": d.max().item() / scale, "mean_rel": d.mean().item() / scale}
         out[name] = row

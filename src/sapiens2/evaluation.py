@@ -190,7 +190,7 @@ class PoseAdapter(TaskAdapter):
         return Keypoints308Metric(gt, pck=True)
 
     def predict(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-        """Heatmaps, averaged with the flipped input's when flip testing (spec §2.7 step 4)."""
+        """Heatmaps, averaged with the flipped input's when flip testing (as ``sapiens/pose/src/runners/pose_runner.py`` with ``val_cfg.flip_test``)."""
         from sapiens2.inference.heatmap import flip_back_heatmaps
 
         heat = model(image)

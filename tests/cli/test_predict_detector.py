@@ -10,7 +10,6 @@ from tests.conftest import FIXTURES
 
 import sapiens2
 from sapiens2.cli.main import main
-from sapiens2.detect import load_detector
 from sapiens2.detect.protocol import filter_person_boxes
 from sapiens2.inference import Predictor
 from sapiens2.inference.media import read_image
@@ -19,12 +18,12 @@ DET = FIXTURES / "rtmdet" / "rtmdet_tiny_person_random.pth"
 IMAGE = FIXTURES / "rtmdet" / "rtmdet_tiny_person_random.png"
 
 
-def test_predict_pose_with_detector_one_skeleton_per_person(tmp_path):
+def test_predict_pose_with_detector_one_skeleton_per_person(tmp_path, fixture_detections):
     model = sapiens2.create_model("sapiens2_tiny", task="pose")
     sapiens2.save_model(model, tmp_path / "pose.safetensors")
     shutil.copy(IMAGE, tmp_path / "people.png")
     rgb = read_image(IMAGE)
-    boxes, scores = load_detector(DET)(rgb)
+    boxes, scores = fixture_detections  # the detector's output on this image
     expected = len(filter_person_boxes(boxes, scores, rgb.shape[:2]).boxes)
     assert expected > 1  # the random-weight fixture detector finds several "people"
     args = ["predict", "--task", "pose", "--model", str(tmp_path / "pose.safetensors"),
@@ -37,13 +36,15 @@ def test_predict_pose_with_detector_one_skeleton_per_person(tmp_path):
     assert all(len(i["keypoints"]) == 308 for i in instances)
 
 
-def test_all_people_of_an_image_go_through_one_forward():
+def test_all_people_of_an_image_go_through_one_forward(tiny_detector, fixture_rgb):
     model = sapiens2.create_model("sapiens2_tiny", task="pose")
     calls = []
     model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    detector = load_detector(DET)
-    predictor = Predictor("pose", model, input_size=(128, 96), detector=detector, batch_size=64)
-    result = predictor.predict(read_image(IMAGE))
+    predictor = Predictor(
+        "pose", model, input_size=(128, 96), detector=tiny_detector, batch_size=64
+    )
+    assert np.array_equal(read_image(IMAGE), fixture_rgb)
+    result = predictor.predict(fixture_rgb)
     n = len(result.boxes)
     assert n > 1 and result.keypoints.shape == (n, 308, 2)
     assert calls == [2 * n]  # the crops and their flipped copies, batched together

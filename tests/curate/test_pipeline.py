@@ -10,6 +10,7 @@ from sapiens2.curate.pool import make_pool
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("faiss")
+pytestmark = pytest.mark.slow  # a Ray local cluster and the demo seg model
 
 CONFIG = {
     "read": {"min_side": 96},

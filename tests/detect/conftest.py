@@ -1,16 +1,17 @@
-"""Shared fixtures of the detector tests (golden data copied from the mmdet-made shared fixture)."""
+"""Shared fixtures of the detector tests (golden data copied from the mmdet-made shared fixture).
+
+``tiny_detector``, ``fixture_rgb`` and ``fixture_detections`` live in tests/conftest.py (the CLI
+tests use them too).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from sapiens2.detect import RTMDetDetector, load_detector
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rtmdet"
 TINY_PTH = FIXTURES / "rtmdet_tiny_person_random.pth"
@@ -28,11 +29,6 @@ def rtmdet_files() -> dict[str, Path]:
     return {"pth": TINY_PTH, "io": TINY_IO, "png": TINY_PNG, "json": TINY_JSON}
 
 
-@pytest.fixture(scope="session")
-def tiny_detector() -> RTMDetDetector:
-    return load_detector(TINY_PTH)
-
-
 def _read_input_png(path: Path) -> torch.Tensor:
     """A normalized (1, 3, 640, 640) network input stored losslessly as the BGR PNG it came from."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -47,11 +43,3 @@ def golden() -> dict[str, torch.Tensor]:
     io["raw.input"] = _read_input_png(FIXTURES / "raw_input_bgr.png")
     io["image.input"] = _read_input_png(FIXTURES / "image_input_bgr.png")
     return io
-
-
-@pytest.fixture(scope="session")
-def fixture_rgb() -> np.ndarray:
-    """The fixture image read like the official demo (cv2.imread -> BGR), flipped to RGB."""
-    bgr = cv2.imread(str(TINY_PNG), cv2.IMREAD_COLOR)
-    assert bgr is not None, TINY_PNG
-    return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -15,7 +15,7 @@ def _unique_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())  # parameters() skips shared duplicates
 
 
-def test_rtmdet_m_matches_the_spec_counts():
+def test_rtmdet_m_matches_the_official_counts():
     model = RTMDet(RTMDET_M)
     sd = model.state_dict()
     assert len(sd) == 692

@@ -12,11 +12,16 @@ import sapiens2
 from sapiens2.inference import Predictor, compiled
 from sapiens2.inference.compiled import CompiledForward
 
+pytestmark = pytest.mark.slow  # dynamo's first trace costs seconds
+
+# Two blocks instead of 18: dynamo traces every block, and what is tested does not depend on depth.
+DEPTH = 2
+
 
 @pytest.fixture(scope="module")
 def seg_model():
     torch.manual_seed(0)
-    return sapiens2.create_model("sapiens2_tiny", task="seg").eval()
+    return sapiens2.create_model("sapiens2_tiny", task="seg", depth=DEPTH).eval()
 
 
 def test_compiled_forward_traces_the_model_once_per_shape(seg_model):
@@ -67,7 +72,7 @@ def test_predictor_with_compile_predicts_what_eager_predicts(seg_model, monkeypa
     rgb = np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)
     for task in ("seg", "pose"):
         torch.manual_seed(1)
-        model = sapiens2.create_model("sapiens2_tiny", task=task).eval()
+        model = sapiens2.create_model("sapiens2_tiny", task=task, depth=DEPTH).eval()
         plain = Predictor(task, model, input_size=(64, 48)).predict([rgb, rgb])
         fast = Predictor(task, model, input_size=(64, 48), compile=True).predict([rgb, rgb])
         for a, b in zip(plain, fast, strict=True):

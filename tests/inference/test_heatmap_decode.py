@@ -35,7 +35,9 @@ def test_heatmap_maximum_row_major_first_max_and_invalid():
 
 
 def _literal_decode(heatmaps: np.ndarray, input_wh: tuple[int, int]) -> np.ndarray:
-    """Spec §3.3 "Decode" transcribed step by step (slow; whole maps), as a reference."""
+    """The official UDP decode (``UDPHeatmap.decode`` in
+    ``sapiens/pose/src/datasets/codecs/udp_heatmap.py``) transcribed step by step (slow; whole
+    maps), as a reference."""
     n, k, h, w = heatmaps.shape
     locs, _ = heatmap_maximum(heatmaps)
     blurred = np.empty_like(heatmaps)
@@ -79,7 +81,7 @@ def _bumps(seed: int = 0, n: int = 2, k: int = 40, hw=(64, 48)) -> np.ndarray:
     return out
 
 
-def test_decoders_match_the_literal_spec_transcription():
+def test_decoders_match_the_literal_transcription():
     hm = _bumps()
     ref = _literal_decode(hm, (192, 256))
     kp, scores = decode_udp(hm, (192, 256))

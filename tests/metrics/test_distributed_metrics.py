@@ -103,6 +103,7 @@ def _assert_close(a, b, path=""):
         assert a == pytest.approx(b, rel=1e-12, abs=1e-12), path
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")

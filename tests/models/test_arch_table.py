@@ -1,4 +1,5 @@
-"""The arch table against the official layout (spec §1.1, §1.3), built on meta."""
+"""The arch table against the official layout (``Sapiens2.arch_zoo`` and the state-dict
+keys of ``sapiens/backbones/sapiens2.py``), built on meta."""
 
 import time
 
@@ -20,7 +21,7 @@ OFFICIAL = {
 
 
 def official_layout(name: str) -> dict[str, tuple[int, ...]]:
-    """The official key -> shape table written out from the spec's rules, independently of the
+    """The official key -> shape table written out from the official layout's rules, independently of the
     model code: 8 leading and 8 trailing full-attention blocks, half the kv heads in between."""
     cfg = get_arch(name)
     d, f, hd = cfg.embed_dim, cfg.ffn_dim, cfg.head_dim

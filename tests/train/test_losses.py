@@ -204,7 +204,7 @@ def test_seg_loss_composite_official_weights():
     _close(out["ce"], _ce_loop(logits, labels, list(OFFICIAL_CLASS_WEIGHT)), 1e-6)
     _close(out["dice"], _dice_loop(logits, labels))
     _close(out["loss"], float(out["ce"] + out["dice"]))
-    # spec §3.5 CLASS_WEIGHT
+    # CLASS_WEIGHT of sapiens/dense/configs/seg/shutterstock_goliath/*.py
     assert OFFICIAL_CLASS_WEIGHT == (
         (0.1, 10, 10, 3, 2, 4, 4, 2, 2, 6, 10, 3, 3, 1, 4, 4, 2, 2, 6, 10, 3, 3, 1, 1) + (10,) * 5
     )

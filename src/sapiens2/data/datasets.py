@@ -146,7 +146,8 @@ def open_source(
 
 
 # --------------------------------------------------------------------------------------------------
-# Default pipelines (official recipes, spec §3.3 and §3.5-§3.8, at any input size)
+# Default pipelines (the official configs' train/val pipelines, sapiens/pose/configs/keypoints308/
+# and sapiens/dense/configs/{seg,normal,pointmap,albedo}/, at any input size)
 
 
 def default_transforms(
@@ -350,7 +351,8 @@ class PointmapDataset(_TaskDataset):
     """Pointmaps. Items: ``image``, ``pointmap`` (3, H, W) canonical = metric · s with
     ``s = canonical_focal_length / fx`` (0 outside the mask), ``scale`` (1,) = s, ``K`` (3, 3) of the
     network input, ``mask`` (H, W) bool, ``key``. Training drops samples with < 16 valid pixels,
-    > 96% coverage or a minimum canonical depth < 0.04 (spec §3.7)."""
+    > 96% coverage or a minimum canonical depth < 0.04 (official ``PointmapPackInputs``,
+    ``sapiens/dense/src/datasets/transforms/pointmap_transforms.py``)."""
 
     task = "pointmap"
 
@@ -446,7 +448,7 @@ class PoseDataset(_TaskDataset):
     """Top-down 308-keypoint pose: one item per annotated person (crowd and unlabelled ones skipped).
 
     Items: ``image`` (3, H, W); ``heatmaps`` (K, H/4, W/4) and ``keypoint_weights`` (K,) UDP targets
-    (spec §3.3); ``keypoints`` (K, 2) in crop pixels and ``keypoints_visible`` (K,); ``center``,
+    (official ``UDPHeatmap``, ``sapiens/pose/src/datasets/codecs/udp_heatmap.py``); ``keypoints`` (K, 2) in crop pixels and ``keypoints_visible`` (K,); ``center``,
     ``scale`` (2,) of the crop (after the aspect fix); ``bbox`` (4,) xyxy and ``gt_keypoints``
     (K, 3) (x, y, v) in image pixels (before augmentation, for evaluation); ``image_id``, ``ann_id``,
     ``key``.

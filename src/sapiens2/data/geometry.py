@@ -4,7 +4,9 @@ Conventions used throughout: images are ``(H, W, C)`` numpy arrays; points are `
 ``(x, y)`` in **pixel-centre** coordinates (the centre of the top-left pixel is ``(0, 0)``); sizes are
 ``(H, W)`` tuples unless a name says otherwise. Boxes are ``xyxy`` unless a name says ``xywh``.
 
-Top-down crops follow the official UDP affine (spec §2.7 / §3.3): a person box becomes a centre and a
+Top-down crops follow the official UDP affine (``PoseGetBBoxCenterScale`` and ``PoseTopdownAffine``
+in ``sapiens/pose/src/datasets/transforms/pose_transforms.py``, ``get_udp_warp_matrix`` in
+``sapiens/pose/src/datasets/transforms/bbox_transforms.py``): a person box becomes a centre and a
 ``scale = (w, h) * padding`` extent, the extent is widened to the crop aspect ratio, and the crop is
 ``cv2.warpAffine`` with the "unbiased data processing" matrix that maps the extent onto
 ``(W_out - 1, H_out - 1)`` pixel steps.
@@ -145,7 +147,7 @@ def crop_to_image_points(
 ) -> np.ndarray:
     """Map crop-input points back to image pixels as the official decoder does (rotation 0).
 
-    ``p_img = p / (W_in, H_in) * scale + center - scale / 2`` (spec §2.7 step 5). Note this uses
+    ``p_img = p / (W_in, H_in) * scale + center - scale / 2`` (as ``sapiens/pose/tools/vis/vis_pose.py``). Note this uses
     ``W_in`` rather than the UDP ``W_in - 1``; it is the official mapping, kept for output parity.
 
     Args:
@@ -160,7 +162,8 @@ def crop_to_image_points(
 
 @dataclass(frozen=True)
 class LetterboxParams:
-    """Aspect-preserving resize into ``out_hw`` with centred zero padding (spec §2.7 normal demo).
+    """Aspect-preserving resize into ``out_hw`` with centred zero padding (official
+    ``NormalResizePadImage``, ``sapiens/dense/src/datasets/transforms/normal_transforms.py``).
 
     ``new_hw = (int(h * s), int(w * s))`` with ``s = min(W_out / w, H_out / h)`` (truncation), and
     padding ``left = pad_w // 2, right = pad_w - left, top = pad_h // 2, bottom = pad_h - top``.

@@ -16,7 +16,7 @@ def _load(name: str) -> dict:
 
 @dataclass(frozen=True)
 class KeypointMeta:
-    """The 308-keypoint layout (spec §3.4). Arrays are read-only numpy arrays."""
+    """The 308-keypoint layout (``sapiens/pose/configs/_base_/keypoints308.py``). Arrays are read-only numpy arrays."""
 
     names: tuple[str, ...]
     types: tuple[str, ...]  # "upper", "lower" or ""
@@ -42,7 +42,7 @@ class KeypointMeta:
 
 @dataclass(frozen=True)
 class SegMeta:
-    """The 29 body-part classes (spec §3.5)."""
+    """The 29 body-part classes (``sapiens/dense/src/datasets/seg/seg_utils.py``)."""
 
     names: tuple[str, ...]
     palette: np.ndarray  # (C, 3) uint8 RGB

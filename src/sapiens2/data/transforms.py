@@ -1,4 +1,7 @@
-"""Training / evaluation transforms (spec §3.3, §3.5-§3.8), each a small class testable on its own.
+"""Training / evaluation transforms, each a small class testable on its own.
+
+They follow the official ones in ``sapiens/pose/src/datasets/transforms/pose_transforms.py`` and
+``sapiens/dense/src/datasets/transforms/{seg,normal,pointmap,albedo}_transforms.py``.
 
 A transform is a callable ``t(sample, rng) -> Sample | None`` taking a :class:`Sample` and a
 ``numpy.random.Generator`` (all randomness comes from ``rng``, so a pipeline is deterministic given
@@ -625,7 +628,8 @@ class TopdownBoxFromBBox:
 
 
 class RandomHalfBody:
-    """Zoom the crop onto the upper or lower body (probability ``p``, spec §3.3).
+    """Zoom the crop onto the upper or lower body (probability ``p``; official
+    ``PoseRandomHalfBody``).
 
     Needs at least ``min_total`` labelled keypoints and ``min_upper`` labelled "upper" or ``min_lower``
     labelled "lower" keypoints (types from the metadata); picks the upper body with probability
@@ -681,7 +685,8 @@ class RandomHalfBody:
 
 
 class RandomBBoxTransform:
-    """Jitter the crop box: shift, scale and rotation from truncated normals (spec §3.3).
+    """Jitter the crop box: shift, scale and rotation from truncated normals (official
+    ``PoseRandomBBoxTransform``).
 
     shift: ``truncnorm[-1,1] * shift_factor * scale`` (probability ``shift_prob``); scale factor:
     ``1 + truncnorm * (scale_range width / 2)`` (``scale_prob``); rotation:
@@ -723,7 +728,7 @@ class RandomBBoxTransform:
 
 
 class TopdownAffine:
-    """UDP affine crop of the person box to ``input_hw`` (spec §2.7 / §3.3).
+    """UDP affine crop of the person box to ``input_hw`` (official ``PoseTopdownAffine``).
 
     Fixes the aspect ratio of ``scale`` to ``W/H``, warps the image (INTER_AREA if shrinking else
     INTER_CUBIC, zero border; mask and part labels nearest with borders 0 / 255), moves keypoints with
@@ -775,7 +780,8 @@ class TopdownAffine:
 
 
 class GenerateUDPHeatmaps:
-    """Set ``heatmaps`` (K, h, w) and ``keypoint_weights`` (K,) from crop keypoints (spec §3.3)."""
+    """Set ``heatmaps`` (K, h, w) and ``keypoint_weights`` (K,) from crop keypoints (official
+    ``PoseGenerateTarget`` with ``UDPHeatmap``)."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""UDP Gaussian heatmap targets for top-down pose training (spec §3.3, "Encode")."""
+"""UDP Gaussian heatmap targets for top-down pose training (official ``UDPHeatmap.encode``,
+``sapiens/pose/src/datasets/codecs/udp_heatmap.py``)."""
 
 from __future__ import annotations
 

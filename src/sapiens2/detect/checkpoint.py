@@ -1,7 +1,8 @@
 """Loading and saving RTMDet weights: mmdet ``.pth`` (weights-only), hub id, converted safetensors.
 
-An mmdet checkpoint is a dict ``{"meta": ..., "state_dict": ...}`` (spec/rtmdet.md §3). It is read
-with ``torch.load(weights_only=True)`` only; files that need arbitrary unpickling are refused.
+An mmdet checkpoint is a dict ``{"meta": ..., "state_dict": ...}`` (what mmdet's
+``tools/model_converters/publish_model.py`` keeps). It is read with
+``torch.load(weights_only=True)`` only; files that need arbitrary unpickling are refused.
 The architecture (widths, depths, classes) is inferred from the tensor shapes; ``exp_on_reg``
 cannot be, so it is read from the checkpoint's config text when that states it, else it defaults to
 True (the official detector), and it can always be given explicitly.

@@ -1,9 +1,9 @@
 """Typed configs of the RTMDet person detector: the architecture and the test-time settings.
 
-Facts from ``spec/rtmdet.md``: the official Sapiens pose demo runs RTMDet-m (CSPNeXt P5 backbone
-with deepen 0.67 / widen 0.75, CSPNeXt-PAFPN neck with 192 channels, RTMDetSepBNHead) with one
-class, ``exp_on_reg=True``, BatchNorm eps 1e-5, and the test config
-``nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=None, max_per_img=100``.
+The official Sapiens pose demo (config ``sapiens/pose/tools/vis/rtmdet_m_640-8xb32_coco-person.py``)
+runs RTMDet-m (CSPNeXt P5 backbone with deepen 0.67 / widen 0.75, CSPNeXt-PAFPN neck with 192
+channels, RTMDetSepBNHead) with one class, ``exp_on_reg=True``, BatchNorm eps 1e-5, and the test
+config ``nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=None, max_per_img=100``.
 """
 
 from __future__ import annotations

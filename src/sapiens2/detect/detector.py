@@ -59,6 +59,11 @@ class RTMDetDetector:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's dtype; inputs are normalised in float32, then cast to it."""
+        return next(self.model.parameters()).dtype
+
     def __call__(self, image_rgb: np.ndarray) -> Detections:
         """Detect people in one image.
 
@@ -92,7 +97,8 @@ class RTMDetDetector:
             chunk = images_rgb[start : start + batch_size]
             padded, metas = zip(*(letterbox(img, self.test_config) for img in chunk), strict=True)
             batch = torch.from_numpy(np.stack(padded)).to(self.device)
-            results.extend(self._detect_tensor(normalize(batch, self.test_config), list(metas)))
+            x = normalize(batch, self.test_config).to(self.dtype)
+            results.extend(self._detect_tensor(x, list(metas)))
         return results
 
     def _detect_tensor(self, x: torch.Tensor, metas: list[LetterboxMeta]) -> list[Detections]:

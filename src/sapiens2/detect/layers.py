@@ -1,4 +1,8 @@
-"""Building blocks of RTMDet (spec/rtmdet.md §2.1), with mmdet's state-dict child names."""
+"""Building blocks of RTMDet, with mmdet's state-dict child names.
+
+mmcv's ``ConvModule`` (``mmcv/cnn/bricks/conv_module.py``) and mmdet's CSP blocks
+(``mmdet/models/layers/csp_layer.py``, ``mmdet/models/backbones/csp_darknet.py`` for the SPP block).
+"""
 
 from __future__ import annotations
 

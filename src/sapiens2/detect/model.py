@@ -1,7 +1,9 @@
 """RTMDet network: CSPNeXt backbone, CSPNeXt-PAFPN neck, shared-conv separate-BN head.
 
 Module names follow mmdet's, so ``RTMDet.state_dict()`` has exactly the keys of an mmdet RTMDet
-checkpoint (spec/rtmdet.md §2.5), including one copy of each shared head conv per level.
+checkpoint (``mmdet/models/backbones/cspnext.py``, ``mmdet/models/necks/cspnext_pafpn.py``,
+``mmdet/models/dense_heads/rtmdet_head.py`` in mmdet 3.3), including one copy of each shared head
+conv per level.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class CSPNeXt(nn.Module):
 
 
 class CSPNeXtPAFPN(nn.Module):
-    """Top-down then bottom-up path aggregation over three levels (spec §2.3)."""
+    """Top-down then bottom-up path aggregation over three levels (mmdet's ``CSPNeXtPAFPN``)."""
 
     def __init__(self, cfg: RTMDetConfig) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""Decoding of RTMDet head outputs into boxes (spec/rtmdet.md §5).
+"""Decoding of RTMDet head outputs into boxes (mmdet's ``predict_by_feat`` in
+``mmdet/models/dense_heads/base_dense_head.py``, with the official ``test_cfg``).
 
 Priors at cell corners, sigmoid scores above ``score_thr``, top ``nms_pre`` per level, distance
 decoding clamped to the padded network input, rescale to the original image, no NMS (the Sapiens

@@ -1,4 +1,5 @@
-"""Test-time preprocessing of mmdet's RTMDet pipeline (spec/rtmdet.md §4).
+"""Test-time preprocessing of mmdet's RTMDet pipeline (``mmdet.apis.inference_detector``
+with the official config; see docs/detector.md).
 
 RGB uint8 -> BGR, keep-ratio resize (long side to ``input_size``, cv2 bilinear on uint8), pad
 bottom/right with ``pad_value`` to a square, HWC -> CHW float, ``(x - mean) / std`` in BGR order.

@@ -1,7 +1,7 @@
 """The ``Detector`` protocol and the official person-box post-filter (numpy only).
 
 The top-down pose pipeline asks a detector for boxes, then does what the official demo does after
-RTMDet (spec official-sapiens2.md §2.7, step 1): keep boxes with score > 0.3, greedy IoU-NMS at 0.3
+RTMDet (``sapiens/pose/tools/vis/vis_pose.py``): keep boxes with score > 0.3, greedy IoU-NMS at 0.3
 with the "+1 pixel" area convention, and fall back to the whole image ``[0, 0, W-1, H-1]`` when
 nothing is left. This module imports nothing but numpy so any caller can use it.
 """

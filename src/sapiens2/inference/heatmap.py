@@ -1,4 +1,6 @@
-"""UDP heatmap decoding with DARK sub-pixel refinement (spec §3.3 "Decode"), and the flip test.
+"""UDP heatmap decoding with DARK sub-pixel refinement (official ``UDPHeatmap.decode``,
+``sapiens/pose/src/datasets/codecs/udp_heatmap.py`` and ``codecs/utils/refinement.py``), and the
+flip test.
 
 Heatmap arrays are ``(N, K, H, W)`` (instances, keypoints, rows, columns); keypoint coordinates are
 ``(x, y)`` = ``(column, row)``.

@@ -1,4 +1,5 @@
-"""Dense-task post-processing (spec §2.7): from raw network outputs to maps at the original size.
+"""Dense-task post-processing (as ``sapiens/dense/tools/vis/vis_*.py``): from raw
+network outputs to maps at the original size.
 
 Every function handles one image: network outputs are ``(C, H_in, W_in)`` tensors for that image.
 The ``*_tensor`` variants stay on the model's device (no host synchronisation), so that a batch's

@@ -1,4 +1,5 @@
-"""Image preprocessing shared by all task predictors (spec §2.7).
+"""Image preprocessing shared by all task predictors (as the official ``sapiens/*/tools/vis/vis_*.py``
+with ``sapiens/engine/datasets/data_preprocessors/image_preprocessor.py``).
 
 All functions take RGB ``uint8`` arrays of shape ``(H, W, 3)``; the official tools read BGR with
 OpenCV and flip to RGB inside their preprocessor, which is the same thing.
@@ -14,7 +15,7 @@ import torch
 
 from sapiens2.data.geometry import LetterboxParams, letterbox_params
 
-# RGB order, 0-255 scale (spec §2.7).
+# RGB order, 0-255 scale (the official configs' ImagePreprocessor).
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 

@@ -1,4 +1,4 @@
-"""Top-down person crops for pose (spec §2.7 pose steps 2 and 5).
+"""Top-down person crops for pose (as ``sapiens/pose/tools/vis/vis_pose.py``).
 
 The geometry itself (box → centre/scale, aspect fix, UDP warp) lives in
 :mod:`sapiens2.data.geometry`, shared with training; this module applies it to all boxes of an image.

@@ -1,4 +1,5 @@
-"""Albedo metrics over masked pixels (official ``AlbedoEvaluator``, §5.5), including masked SSIM."""
+"""Albedo metrics over masked pixels (official ``AlbedoEvaluator``,
+``sapiens/dense/src/evaluators/albedo_evaluator.py``), including masked SSIM."""
 
 from __future__ import annotations
 

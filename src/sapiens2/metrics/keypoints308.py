@@ -1,4 +1,5 @@
-"""Whole-body 308-keypoint evaluation as the official ``Keypoints308Evaluator`` does it (spec §5.1).
+"""Whole-body 308-keypoint evaluation as the official ``Keypoints308Evaluator`` does it
+(``sapiens/pose/src/evaluators/keypoints308_evaluator.py``).
 
 Pipeline on top-down predictions (one per person box):
 

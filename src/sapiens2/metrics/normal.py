@@ -1,4 +1,5 @@
-"""Surface-normal angular-error metrics over valid pixels (official ``NormalEvaluator``, §5.3)."""
+"""Surface-normal angular-error metrics over valid pixels (official ``NormalEvaluator``,
+``sapiens/dense/src/evaluators/normal_evaluator.py``)."""
 
 from __future__ import annotations
 

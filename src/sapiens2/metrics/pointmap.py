@@ -1,4 +1,6 @@
-"""Pointmap metrics (official ``PointmapEvaluator``, §5.4) and the paper's scale-aligned variant (§6.4)."""
+"""Pointmap metrics (official ``PointmapEvaluator``,
+``sapiens/dense/src/evaluators/pointmap_evaluator.py``) and the paper's scale-aligned variant
+(the "per-method scale optimization" of the paper's pointmap results, Table 5)."""
 
 from __future__ import annotations
 
@@ -85,12 +87,14 @@ class PointmapMetric(SumMetric):
     (0–1) of pixels with d < t (canonical units; the official names say "cm").
 
     Normals: both full pointmaps → 5×5 Sobel ∂/∂x, ∂/∂y → normalised cross product; errors over
-    valid pixels whose whole 5×5 window is valid and inside the image (our choice: the spec does not
-    say which pixels count, and windows touching the background mix in the zeros there):
+    valid pixels whose whole 5×5 window is valid and inside the image (our choice, as windows
+    touching the background mix in the zeros there; the official evaluator scores every valid
+    pixel):
     ``normal_mean``, ``normal_rmse`` (degrees), ``normal_within_5`` ... ``normal_within_30``
     (fractions 0–1, as official).
 
-    Scale-aligned variant (``scale_aligned=True``, paper §6.4 "per-method scale optimization"):
+    Scale-aligned variant (``scale_aligned=True``, the paper's "per-method scale optimization",
+    Table 5):
     per sample the prediction is multiplied by the least-squares scale
     ``s = Σ p·g / Σ p·p`` over its valid pixels (scale only, no shift), then the distance metrics
     are recomputed as ``aligned_l2_mean``, ``aligned_rmse``, ``aligned_x_mae``, ...,

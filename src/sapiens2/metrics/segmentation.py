@@ -1,4 +1,5 @@
-"""Semantic segmentation metrics from an accumulated confusion matrix (official ``SegEvaluator``, §5.2)."""
+"""Semantic segmentation metrics from an accumulated confusion matrix (official ``SegEvaluator``,
+``sapiens/dense/src/evaluators/seg_evaluator.py``)."""
 
 from __future__ import annotations
 

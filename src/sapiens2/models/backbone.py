@@ -34,7 +34,7 @@ class Sapiens2(nn.Module):
     """Sapiens2 ViT: patch embedding, optional 4K windowed tokenizer, [CLS, storage, patch]
     tokens, pre-norm blocks with 2-D RoPE and grouped-query attention, final RMSNorm.
 
-    State-dict keys are those of the official pretrain checkpoints (spec §1.3).
+    State-dict keys are those of the official pretrain checkpoints (``sapiens/backbones/sapiens2.py``).
 
     Args:
         cfg: the architecture (see :mod:`sapiens2.models.configs`).

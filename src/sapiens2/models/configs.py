@@ -1,6 +1,7 @@
 """The arch table: one frozen dataclass per Sapiens2 backbone, every architectural choice a field.
 
-Parameter counts in the comments are the official code's counts (spec §1.1); tests check them.
+Parameter counts in the comments are the official code's counts (``Sapiens2.arch_zoo`` in
+``sapiens/backbones/sapiens2.py``); tests check them.
 """
 
 from __future__ import annotations

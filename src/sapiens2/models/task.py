@@ -49,7 +49,8 @@ def check_task(task: str) -> Task:
 
 
 def default_head_config(task: str, arch: ArchConfig) -> HeadConfig:
-    """The official head widths for ``arch`` (spec §2.1–2.5); the tiny arch gets tiny widths.
+    """The official head widths for ``arch`` (``sapiens/pose/src/models/heads/pose_heatmap_head.py``
+    and ``sapiens/dense/src/models/heads/*_head.py`` with the released configs); the tiny arch gets tiny widths.
 
     On a 4K backbone (64x48 tokens for a 4096x3072 input) the dense heads get one more x2 stage,
     so they predict at 2048x1536 (the paper's 2K output); pose keeps its heatmap head.

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from tests.conftest import assert_parity
+from tests.conftest import assert_close_rel
 from torch import nn
 
 import sapiens2
@@ -212,11 +212,12 @@ def test_matting_model_equals_transformers_with_bf16_rope(monkeypatch):
     # float64 everywhere but the bf16 RoPE of both: equal up to float64 rounding.
     assert (logits - ref_logits).abs().max() <= 1e-9 * ref_logits.abs().max()
     assert (out - ref).abs().max() <= 1e-10
-    # float32 (bf16 roundings of q/k may flip with last-bit differences): the parity criterion.
+    # float32 (bf16 roundings of q/k may flip with last-bit differences): the float32 bound of
+    # tests/models/test_golden.py (check 2, measured over several CPU kernel selections).
     x32 = x.float()
     (ref, ref_logits), (out, logits) = (
         _peer_outputs(peer.float(), x32),
         _our_outputs(ours.float(), x32),
     )
-    assert_parity(logits, ref_logits)
-    assert_parity(out, ref)
+    assert_close_rel(logits, ref_logits, 1e-2, 5e-4)
+    assert_close_rel(out, ref, 1e-2, 5e-4)

@@ -18,6 +18,7 @@ def _command_modules() -> list[ModuleType]:
         curate,
         demo,
         eval,
+        export,
         features,
         models,
         predict,
@@ -41,6 +42,7 @@ def _command_modules() -> list[ModuleType]:
         pretrain,
         probe,
         curate,
+        export,
     ]
 
 

@@ -15,6 +15,7 @@ def _command_modules() -> list[ModuleType]:
     # Imported here so `sapiens2 --help` stays fast and one broken command cannot hide the others.
     from sapiens2.cli import (
         check_data,
+        convert,
         curate,
         demo,
         eval,
@@ -43,6 +44,7 @@ def _command_modules() -> list[ModuleType]:
         probe,
         curate,
         export,
+        convert,
     ]
 
 

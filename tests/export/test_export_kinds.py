@@ -83,6 +83,15 @@ def test_bf16_export_runs_in_bf16(tmp_path):
     assert (got.float() - ref.float()).abs().max() <= 2e-2 * ref.float().abs().max()
 
 
+def test_bf16_onnx_is_a_valid_opset_22_model(tmp_path, onnx_deps):
+    import onnx
+
+    out = tmp_path / "seg.onnx"
+    contract = export_model(_tiny("seg"), out, dtype="bf16", input_size=SIZE)
+    assert contract.opset == 22  # bfloat16 convolutions and instance norms need opset 22
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
 def test_bad_requests_name_the_problem(tmp_path):
     model = _tiny("pose")
     with pytest.raises(ValueError, match=r"\.onnx or \.pt2"):

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 MAX_BATCH = 4096  # the upper bound of a dynamic batch
+BF16_OPSET = 22  # Conv, ConvTranspose and InstanceNormalization take bfloat16 from opset 22
 
 
 def export_model(
@@ -66,7 +67,8 @@ def export_model(
         input_size: ``(H, W)``; default: the size the model requires (pointmap), else its native
             size (1024x768 for the released models; the detector's square input, 640).
         source: where the model came from, recorded in the contract.
-        opset: ONNX opset (default: the exporter's).
+        opset: ONNX opset (default: the exporter's; 22 for bfloat16, the first opset whose
+            convolutions and instance norms take bfloat16).
 
     Returns:
         The :class:`~sapiens2.export.contract.Contract` written next to ``out``.
@@ -113,6 +115,8 @@ def export_model(
     if fmt == "pt2":
         torch.export.save(program, out, extra_files={f"{EMBEDDED_NAME}.json": contract.to_json()})
     else:
+        if opset is None and dt == torch.bfloat16:
+            opset = BF16_OPSET
         contract = _save_onnx(program, example, contract, out, opset)
     contract_path(out).write_text(contract.to_json() + "\n")
     logger.info("wrote %s (%s) in %.1f s", out, fmt, time.perf_counter() - start)
@@ -157,21 +161,17 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
+@dataclass(frozen=True)
 class _Target:
     """The module to trace and what the contract says about it."""
 
-    def __init__(
-        self,
-        module: nn.Module,
-        kind: ExportKind,
-        input_size: tuple[int, int],
-        mean,
-        std,
-        rope: str | None,
-        info: dict,
-    ) -> None:
-        self.module, self.kind, self.input_size = module, kind, input_size
-        self.mean, self.std, self.rope, self.info = mean, std, rope, info
+    module: nn.Module
+    kind: ExportKind
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rope: str | None
+    info: dict
 
     @classmethod
     def of(cls, model, input_size: tuple[int, int] | None) -> _Target:

@@ -8,10 +8,16 @@ import json
 
 import numpy as np
 import torch
-from tests.export.conftest import MAX_REL, MEAN_REL, assert_export_close, export_errors
+from tests.export.conftest import (
+    MAX_REL,
+    MEAN_REL,
+    assert_export_close,
+    bf16_casts,
+    export_errors,
+)
 
 import sapiens2
-from sapiens2.export import Contract, contract_path, load_exported, read_contract
+from sapiens2.export import Contract, contract_path, read_contract
 
 
 def _fp32_rope_twin(model: sapiens2.TaskModel) -> sapiens2.TaskModel:
@@ -28,18 +34,9 @@ def _fp32_rope_twin(model: sapiens2.TaskModel) -> sapiens2.TaskModel:
 
 
 def test_graph_keeps_one_bf16_rounding_per_rope_step(pose_onnx):
-    import onnx
-
     path, _, model, _ = pose_onnx
-    graph = onnx.load(str(path)).graph
-    to_bf16 = [
-        n
-        for n in graph.node
-        if n.op_type == "Cast"
-        and any(a.name == "to" and a.i == onnx.TensorProto.BFLOAT16 for a in n.attribute)
-    ]
     # per block, q and k each: rounded input, two products, their sum
-    assert len(to_bf16) == 2 * 4 * model.arch.depth
+    assert bf16_casts(path) == 2 * 4 * model.arch.depth
 
 
 def test_onnx_runtime_matches_eager_fp32_and_fp64(pose_onnx):
@@ -78,28 +75,6 @@ def test_contract_next_to_the_file_and_inside_it(pose_onnx):
     assert data["source"].endswith("tiny_pose.safetensors")
     embedded = {p.key: p.value for p in onnx.load(str(path)).metadata_props}["sapiens2"]
     assert Contract.from_json(embedded) == contract == read_contract(path)
-
-
-def test_loaded_onnx_runs_any_batch_one_image_at_a_time(pose_onnx):
-    path, _, model, io = pose_onnx
-    exported = load_exported(path)
-    assert exported.task == "pose" and exported.input_size == (256, 192)
-    x = torch.cat([io["input"], io["input"].flip(-1), -io["input"]])
-    with torch.no_grad():
-        got, ref = exported(x), model(x)
-    for i in range(3):
-        assert_export_close(got[i], ref[i], f"image {i}")
-
-
-def test_predictor_gives_the_same_pose_from_the_onnx_file(pose_onnx):
-    from sapiens2.inference import Predictor
-
-    path, _, model, _ = pose_onnx
-    rng = np.random.default_rng(0)
-    crops = rng.integers(0, 255, (2, 256, 192, 3), dtype=np.uint8)
-    heat_onnx = Predictor("pose", load_exported(path)).pose_heatmaps(crops)
-    heat_eager = Predictor("pose", model).pose_heatmaps(crops)  # flip test on: 4 forwards
-    assert_export_close(heat_onnx, heat_eager, "flip-averaged heatmaps")
 
 
 def test_predict_cli_runs_the_onnx_file_like_the_checkpoint(pose_onnx, tmp_path):

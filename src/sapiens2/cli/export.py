@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dynamic-batch", action="store_true", help="any batch size (default: batch 1)"
     )
     parser.add_argument(
+        "--no-optimize", dest="optimize", action="store_false",
+        help="onnx: skip onnxscript's graph optimizer (much faster for deep models; ONNX Runtime "
+        "optimizes at load and runs either graph as fast)",
+    )  # fmt: skip
+    parser.add_argument(
         "--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
         help="the fixed input size (default: the model's native size: 1024 768 for the released "
         "models, 640 640 for the detector; a pointmap model takes only its own)",
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch,
         input_size=tuple(args.input_size) if args.input_size else None,
         source=args.model,
+        optimize=args.optimize,
     )
     outs = ", ".join(f"{o.name} {'x'.join(map(str, o.shape))}" for o in contract.outputs)
     print(

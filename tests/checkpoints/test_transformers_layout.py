@@ -96,6 +96,13 @@ def test_folders_as_transformers_writes_them(tmp_path):
     assert again.input_size == (512, 384)
 
 
+def test_a_float32_rope_model_keeps_its_rope_dtype(tmp_path):
+    model = sapiens2.create_model("sapiens2_tiny", task="seg", depth=2, rope_dtype="fp32")
+    again = sapiens2.load_model(save_pretrained(model, tmp_path / "hf"))
+    assert again.arch.rope_dtype == "fp32"
+    _same(state_dict_for_saving(again), state_dict_for_saving(model))
+
+
 def test_transformers_names_need_the_config(tmp_path):
     model = sapiens2.load_model(_fixture("seg"))
     folder = save_pretrained(model, tmp_path / "hf", key_layout="transformers")

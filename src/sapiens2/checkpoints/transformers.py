@@ -23,6 +23,7 @@ rounding (docs/export.md has the measured size).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from sapiens2.models import Sapiens2, TaskModel
 from sapiens2.models.configs import ArchConfig
 from sapiens2.models.heads import DenseHeadConfig, PointmapHeadConfig, PoseHeadConfig
 from sapiens2.nn.rope import rope_periods
+
+logger = logging.getLogger(__name__)
 
 StateDict = Mapping[str, torch.Tensor]
 CONFIG_NAME = "config.json"
@@ -195,12 +198,18 @@ def official_to_transformers(sd: StateDict, task: str | None) -> dict[str, torch
 
 
 def transformers_to_official(
-    sd: StateDict, task: str | None, *, head_dim: int, rope_base: float = 100.0
+    sd: StateDict,
+    task: str | None,
+    *,
+    head_dim: int,
+    rope_base: float = 100.0,
+    rope_dtype: torch.dtype = torch.bfloat16,
 ) -> dict[str, torch.Tensor]:
     """Transformers names -> official keys; the inverse of :func:`official_to_transformers`.
 
     ``gate_proj`` and ``up_proj`` are concatenated into ``ffn.w12``; ``rope_embed.periods`` is
-    recomputed in bfloat16 (every step in bfloat16, as the official code does) from ``rope_base``.
+    recomputed from ``rope_base`` in ``rope_dtype`` (bfloat16 for the released models: every step
+    in bfloat16, as the official code does).
 
     Raises:
         CheckpointError: a key with no official name, or half of a split ``w12``.
@@ -232,7 +241,7 @@ def transformers_to_official(
             raise CheckpointError(f"block {i}: mlp {p} has only its {', '.join(parts)} half")
         out[pre + _W12[0].format(i=i, p=p)] = torch.cat([parts["gate"], parts["up"]], dim=0)
     device = next(iter(out.values())).device if out else None
-    out[pre + _PERIODS] = rope_periods(head_dim, rope_base, torch.bfloat16, device=device)
+    out[pre + _PERIODS] = rope_periods(head_dim, rope_base, rope_dtype, device=device)
     return out
 
 
@@ -366,7 +375,8 @@ def read_transformers_config(path: str | Path) -> dict | None:
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{cfg_path}: not a readable JSON config ({err})") from None
+        logger.warning("ignoring %s: not a readable JSON file (%s)", cfg_path, err)
+        return None
     if not isinstance(cfg, dict) or cfg.get("model_type") != MODEL_TYPE:
         return None
     return cfg
@@ -410,13 +420,19 @@ def adapt_transformers_checkpoint(
         raise CheckpointError(
             f"{path}: config.json without hidden_size / num_attention_heads"
         ) from None
+    # our config.json records a float32-RoPE model; the released models and transformers' own
+    # configs mean bfloat16 periods
+    rope_dtype = torch.float32 if cfg.get("sapiens2_rope_dtype") == "fp32" else torch.bfloat16
     if is_transformers_layout(sd):
-        sd = transformers_to_official(sd, task, head_dim=head_dim, rope_base=base)
+        sd = transformers_to_official(
+            sd, task, head_dim=head_dim, rope_base=base, rope_dtype=rope_dtype
+        )
     else:
-        periods = (_BACKBONE_PREFIX["official"] if task else "") + _PERIODS
+        task_file = any(k.startswith(_BACKBONE_PREFIX["official"]) for k in sd)
+        periods = (_BACKBONE_PREFIX["official"] if task_file else "") + _PERIODS
         if periods not in sd:
             device = next(iter(sd.values())).device if sd else None
-            sd = {**sd, periods: rope_periods(head_dim, base, torch.bfloat16, device=device)}
+            sd = {**sd, periods: rope_periods(head_dim, base, rope_dtype, device=device)}
     metadata = dict(metadata)
     if task == "pointmap" and "sapiens2_token_grid" not in metadata:
         size, patch = cfg.get("image_size"), cfg.get("patch_size", 16)

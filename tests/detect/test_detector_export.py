@@ -16,6 +16,7 @@ from sapiens2.export import export_model, load_exported
 SIZE = 160  # a smaller square input than the official 640 keeps the test cheap
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
 def test_detector_round_trip(fmt, tmp_path, tiny_detector, fixture_rgb):
     if fmt == "onnx":

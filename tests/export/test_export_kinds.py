@@ -61,6 +61,7 @@ def test_pt2_round_trip_with_a_dynamic_batch(task, tmp_path):
 # ONNX translation is the slow step (~2 CPU-s per model): pose is covered by the official fixture
 # (test_onnx_fixture.py), seg's head is built of the same layers as pose's, normal's trunk is
 # pointmap's; pointmap adds the scale branch and two outputs, albedo its RMS-normalised head.
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["pointmap", "albedo"])
 def test_onnx_round_trip(task, tmp_path, onnx_deps):
     model, size = _tiny(task), _size(task)

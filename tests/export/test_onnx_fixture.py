@@ -7,6 +7,7 @@ import copy
 import json
 
 import numpy as np
+import pytest
 import torch
 from tests.export.conftest import (
     MAX_REL,
@@ -18,6 +19,8 @@ from tests.export.conftest import (
 
 import sapiens2
 from sapiens2.export import Contract, contract_path, read_contract
+
+pytestmark = pytest.mark.slow  # one ONNX export of an 18-block model (~10 s of CPU)
 
 
 def _fp32_rope_twin(model: sapiens2.TaskModel) -> sapiens2.TaskModel:

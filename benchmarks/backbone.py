@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sapiens2
 from official_style import OfficialStyleSapiens2
+from sapiens2.checkpoints.transformers import official_to_transformers
 from sapiens2.models.configs import ArchConfig, get_arch
 
 log = logging.getLogger("benchmarks.backbone")
@@ -191,50 +192,6 @@ def build_official(model: sapiens2.models.Sapiens2) -> OfficialStyleSapiens2:
     return ref.eval()
 
 
-def to_transformers_state_dict(sd: dict[str, torch.Tensor]) -> dict:
-    """Official keys -> transformers ``Sapiens2Model`` names (facts from the shared key map:
-    ``blocks.{i}`` -> ``model.layer.{i}``, w12 split into gate_proj (first half, SiLU branch) and
-    up_proj; ``rope_embed.periods`` has no counterpart)."""
-    top = {
-        "cls_token": "embeddings.cls_token",
-        "storage_tokens": "embeddings.register_tokens",
-        "patch_embed.projection.weight": "embeddings.patch_embeddings.weight",
-        "patch_embed.projection.bias": "embeddings.patch_embeddings.bias",
-        "ln1.weight": "norm.weight",
-    }
-    per_block = [  # prefix substitutions inside blocks.{i}
-        ("ln1.", "norm1."),
-        ("ln2.", "norm2."),
-        ("attn.wq.", "attention.q_proj."),
-        ("attn.wk.", "attention.k_proj."),
-        ("attn.wv.", "attention.v_proj."),
-        ("attn.proj.", "attention.o_proj."),
-        ("attn.q_norm.", "attention.q_norm."),
-        ("attn.k_norm.", "attention.k_norm."),
-        ("attn.gamma.weight", "layer_scale1.lambda1"),
-        ("ffn.w3.", "mlp.down_proj."),
-    ]
-    out = {top[k]: v for k, v in sd.items() if k in top}
-    for key, value in sd.items():
-        if not key.startswith("blocks."):
-            continue
-        _, i, rest = key.split(".", 2)
-        pre = f"model.layer.{i}."
-        if rest.startswith("ffn.w12."):
-            gate, up = value.chunk(2, dim=0)
-            suffix = rest.rsplit(".", 1)[1]
-            out[f"{pre}mlp.gate_proj.{suffix}"] = gate
-            out[f"{pre}mlp.up_proj.{suffix}"] = up
-            continue
-        for ours, theirs in per_block:
-            if rest.startswith(ours):
-                out[pre + theirs + rest[len(ours) :]] = value
-                break
-        else:
-            raise KeyError(f"no transformers name for {key}")
-    return out
-
-
 def build_transformers(model: sapiens2.models.Sapiens2, device: torch.device):
     from transformers import Sapiens2Config, Sapiens2Model
 
@@ -259,7 +216,7 @@ def build_transformers(model: sapiens2.models.Sapiens2, device: torch.device):
     )
     with torch.device("meta"):
         hf = Sapiens2Model(hf_cfg)
-    sd = to_transformers_state_dict(model.state_dict())
+    sd = official_to_transformers(model.state_dict(), None)  # the package's key map
     hf.load_state_dict(sd, strict=True, assign=True)
     # The one non-persistent buffer (meta after construction), float32 as from_pretrained makes
     # it whatever the weight dtype: 1 / theta ** arange(0, 1, 4/hd).

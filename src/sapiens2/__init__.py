@@ -1,7 +1,14 @@
 """sapiens2: the Sapiens2 human-centric vision model family in PyTorch."""
 
-from sapiens2.checkpoints import CheckpointError, load_model, save_model
-from sapiens2.models import ARCHS, ArchConfig, Sapiens2, TaskModel, create_model
+from sapiens2.checkpoints import (
+    CheckpointError,
+    create_model,
+    load_model,
+    push_to_hub,
+    save_model,
+    save_pretrained,
+)
+from sapiens2.models import ARCHS, ArchConfig, Sapiens2, TaskModel
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
@@ -14,5 +21,7 @@ __all__ = [
     "__version__",
     "create_model",
     "load_model",
+    "push_to_hub",
     "save_model",
+    "save_pretrained",
 ]

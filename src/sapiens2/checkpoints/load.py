@@ -13,6 +13,7 @@ from sapiens2.checkpoints.errors import CheckpointError, list_names, state_dict_
 from sapiens2.checkpoints.hub import resolve_source
 from sapiens2.checkpoints.infer import detect_task, infer_arch, infer_head, split_task_state_dict
 from sapiens2.checkpoints.io import read_metadata, read_state_dict, write_state_dict
+from sapiens2.checkpoints.transformers import adapt_transformers_checkpoint
 from sapiens2.device import disable_tf32, resolve_device, resolve_dtype
 from sapiens2.models import Sapiens2, TaskModel, build_model
 
@@ -111,6 +112,7 @@ def load_model(
         )
         sd = read_state_dict(path, device="meta" if dev.type == "meta" else "cpu")
         metadata = read_metadata(path)
+        sd, metadata = adapt_transformers_checkpoint(path, sd, metadata)  # a transformers folder
         origin = str(path)
     try:
         not_str = [k for k in sd if not isinstance(k, str)]
@@ -151,9 +153,15 @@ def save_model(model: Sapiens2 | TaskModel, path: str | Path) -> Path:
     :func:`load_model` and by the reference code)."""
     if not isinstance(model, Sapiens2 | TaskModel):
         raise TypeError(f"save_model expects a Sapiens2 or TaskModel, got {type(model).__name__}")
+    return write_state_dict(state_dict_for_saving(model), path, metadata=save_model_metadata(model))
+
+
+def save_model_metadata(model: Sapiens2 | TaskModel) -> dict[str, str]:
+    """The safetensors metadata :func:`save_model` writes: the arch name, the task and a
+    pointmap's token grid (which :func:`load_model` reads back)."""
     meta = {"sapiens2_arch": (model.cfg if isinstance(model, Sapiens2) else model.arch).name}
     if isinstance(model, TaskModel):
         meta["sapiens2_task"] = model.task
         if model.task == "pointmap":
             meta["sapiens2_token_grid"] = ",".join(map(str, model.head_config.token_grid))
-    return write_state_dict(state_dict_for_saving(model), path, metadata=meta)
+    return meta

@@ -17,9 +17,11 @@ def _command_modules() -> list[ModuleType]:
     # Imported here so `sapiens2 --help` stays fast and one broken command cannot hide the others.
     from sapiens2.cli import (
         check_data,
+        convert,
         curate,
         demo,
         eval,
+        export,
         features,
         models,
         predict,
@@ -43,6 +45,8 @@ def _command_modules() -> list[ModuleType]:
         pretrain,
         probe,
         curate,
+        export,
+        convert,
     ]
 
 

@@ -162,7 +162,9 @@ def _load_predictor(args):
         logger.info("computing in %s on %s (--dtype auto; --dtype fp32 for the reference precision)",
                     str(dtype).removeprefix("torch."), device)  # fmt: skip
     allow = args.allow_nonfinite
-    model = load_model(args.model, device=device, dtype=dtype, allow_nonfinite=allow)
+    model = _load_exported(args, device) or load_model(
+        args.model, device=device, dtype=dtype, allow_nonfinite=allow
+    )
     task = getattr(model, "task", None)
     if task is None:
         raise ValueError(
@@ -198,11 +200,33 @@ def _max_pixels(args) -> int | None:
     return int(args.max_megapixels * 1e6) if args.max_megapixels > 0 else None
 
 
+def _load_exported(args, device):
+    """The model of ``--model FILE.onnx|.pt2`` (from `sapiens2 export`), else None."""
+    from sapiens2.export import is_exported, load_exported
+
+    if not is_exported(args.model):
+        return None
+    if args.compile:
+        raise ValueError("--compile applies to checkpoints; an exported --model is run as it is")
+    from sapiens2.device import resolve_dtype
+
+    model = load_exported(args.model, device=device)
+    if args.dtype != "auto" and resolve_dtype(args.dtype) != model.anchor.dtype:
+        raise ValueError(
+            f"--model {args.model} was exported in {model.contract.input.dtype}; --dtype "
+            f"{args.dtype} cannot change it (leave --dtype auto)"
+        )
+    return model
+
+
 def _load_detector(args, device):
     """The pose person detector chosen by ``--detector`` (None: seg mask or whole image)."""
     from sapiens2.detect import HUB_REPO, cached_detector_path, load_detector
+    from sapiens2.export import is_exported, load_exported
 
     choice = args.detector
+    if is_exported(choice):  # a detector written by `sapiens2 export --task detector`
+        return load_exported(choice, device=device)
     if choice == "auto":
         cached = cached_detector_path()
         if cached is None:

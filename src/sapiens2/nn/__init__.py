@@ -6,7 +6,7 @@ from sapiens2.nn.ffn import SwiGLU
 from sapiens2.nn.layer_scale import LayerScale
 from sapiens2.nn.norm import RMSNorm, RMSNorm2d
 from sapiens2.nn.patch_embed import PatchEmbed
-from sapiens2.nn.precision import compute_dtype, set_cpu_upcast
+from sapiens2.nn.precision import compute_dtype, cpu_upcast, set_cpu_upcast
 from sapiens2.nn.rope import RopePositionEmbedding, apply_rope
 from sapiens2.nn.window_tokenizer import WindowTokenizer
 
@@ -22,5 +22,6 @@ __all__ = [
     "WindowTokenizer",
     "apply_rope",
     "compute_dtype",
+    "cpu_upcast",
     "set_cpu_upcast",
 ]

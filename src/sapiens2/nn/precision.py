@@ -10,6 +10,9 @@ CPUs with native units nothing changes. :func:`set_cpu_upcast` switches the beha
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +28,18 @@ def set_cpu_upcast(enabled: bool) -> None:
     native bf16/fp16 arithmetic."""
     global _cpu_upcast
     _cpu_upcast = bool(enabled)
+
+
+@contextlib.contextmanager
+def cpu_upcast(enabled: bool) -> Iterator[None]:
+    """:func:`set_cpu_upcast` ``enabled`` inside the block, the previous setting after it (an
+    exported graph must not depend on the CPU that traced it)."""
+    global _cpu_upcast
+    previous, _cpu_upcast = _cpu_upcast, bool(enabled)
+    try:
+        yield
+    finally:
+        _cpu_upcast = previous
 
 
 def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:

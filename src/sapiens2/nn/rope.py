@@ -4,6 +4,11 @@ The official model computes everything here in **bfloat16** by default: the peri
 coordinates, the angles and their sine/cosine, and the rotation itself, after rounding q and k to
 bfloat16 (even in a float32 forward pass). The released weights were trained that way, so this is
 the default; ``dtype=torch.float32`` is available for new training.
+
+Exported graphs (``torch.export``, and ONNX made from it) keep the recipe in a portable form: the
+tables are constants (:meth:`RopePositionEmbedding.freeze`) and the rotation is float32 arithmetic
+with every bfloat16 rounding written as a cast, because runtimes such as ONNX Runtime have no
+bfloat16 arithmetic on CPU. The numbers are the same (see :func:`_rotate_with_casts`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class RopePositionEmbedding(nn.Module):
         # Persistent: the official checkpoints carry it (in bfloat16).
         self.register_buffer("periods", torch.empty(head_dim // 4, dtype=dtype, device=device))
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.frozen_grid: tuple[int, int] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -81,6 +87,13 @@ class RopePositionEmbedding(nn.Module):
 
     def forward(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         hp, wp = grid
+        if self.frozen_grid is not None:
+            if (hp, wp) != self.frozen_grid:
+                raise ValueError(
+                    f"RoPE tables are frozen for a {self.frozen_grid[0]}x{self.frozen_grid[1]} "
+                    f"token grid, got {hp}x{wp}"
+                )
+            return self.frozen_sin, self.frozen_cos
         periods = self.periods
         # Inference tensors (a model built under torch.inference_mode) have no version counter.
         version = 0 if periods.is_inference() else periods._version
@@ -88,15 +101,37 @@ class RopePositionEmbedding(nn.Module):
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        periods = periods.to(self.rope_dtype)
-        coords = self._coords(hp, wp, periods.device)
-        angles = 2 * math.pi * coords[:, :, None] / periods[None, None, :]  # (HW, 2, hd/4)
-        angles = angles.flatten(1, 2).tile(2)  # (HW, hd) = [row | col | row | col]
-        out = (torch.sin(angles), torch.cos(angles))
+        out = self._tables(hp, wp, periods)
         if len(self._cache) > 8:
             self._cache.clear()
         self._cache[key] = out
         return out
+
+    def _tables(self, hp: int, wp: int, periods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        periods = periods.to(self.rope_dtype)
+        coords = self._coords(hp, wp, periods.device)
+        angles = 2 * math.pi * coords[:, :, None] / periods[None, None, :]  # (HW, 2, hd/4)
+        angles = angles.flatten(1, 2).tile(2)  # (HW, hd) = [row | col | row | col]
+        return torch.sin(angles), torch.cos(angles)
+
+    @torch.no_grad()
+    def freeze(self, grid: tuple[int, int]) -> None:
+        """Computes the tables of ``grid`` now and returns them from every later call (other grids
+        are an error) until :meth:`unfreeze`: a traced graph then holds them as constants.
+
+        The tables are non-persistent buffers (``frozen_sin``, ``frozen_cos``): the state dict
+        does not change.
+        """
+        sin, cos = self._tables(*grid, self.periods)
+        self.register_buffer("frozen_sin", sin, persistent=False)
+        self.register_buffer("frozen_cos", cos, persistent=False)
+        self.frozen_grid = (int(grid[0]), int(grid[1]))
+
+    def unfreeze(self) -> None:
+        """Back to computing (and caching) the tables of each grid."""
+        if self.frozen_grid is not None:
+            del self.frozen_sin, self.frozen_cos
+            self.frozen_grid = None
 
     def _apply(self, fn, recurse=True):  # .to()/.cuda() invalidate the cached tables
         self._cache.clear()
@@ -122,6 +157,12 @@ def apply_rope(
     included) to that dtype. Tables are ``(HW, hd)`` or broadcastable to ``(B, 1, HW, hd)``.
     """
     half = sin.shape[-1] // 2
+    if sin.dtype in (torch.bfloat16, torch.float16) and torch.compiler.is_exporting():
+        low, sin, cos = sin.dtype, sin.float(), cos.float()  # exact
+        sin_signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+        return _rotate_with_casts(q, sin_signed, cos, low), _rotate_with_casts(
+            k, sin_signed, cos, low
+        )
     # rotate_half(x) * sin == swap_halves(x) * [-sin_1 | sin_2], exactly (negation commutes
     # with rounding), which saves the negation pass over q and k.
     sin_signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
@@ -145,3 +186,27 @@ def _rotate(x: torch.Tensor, sin_signed: torch.Tensor, cos: torch.Tensor) -> tor
     out[..., :prefix, :] = x[..., :prefix, :].to(rope_dtype)
     out[..., prefix:, :] = rotated
     return out
+
+
+def _rotate_with_casts(
+    x: torch.Tensor, sin_signed: torch.Tensor, cos: torch.Tensor, low: torch.dtype
+) -> torch.Tensor:
+    """:func:`_rotate` as float32 arithmetic whose every rounding to ``low`` is a cast (the tables
+    are float32 holding ``low`` values).
+
+    The same numbers: a product of two bfloat16 (or float16) values is exact in float32, and
+    PyTorch computes a bfloat16 sum or product in float32 and rounds it (round to nearest even), as
+    each ``.to(low).float()`` here does. Used while exporting, for runtimes without bfloat16
+    arithmetic.
+    """
+
+    def rounded(t: torch.Tensor) -> torch.Tensor:
+        return t.to(low).float()
+
+    prefix = x.shape[-2] - cos.shape[-2]
+    half = cos.shape[-1] // 2
+    xr = rounded(x)  # every token is rounded, as in _rotate
+    body = xr[..., prefix:, :]
+    swapped = torch.cat([body[..., half:], body[..., :half]], dim=-1)
+    rotated = rounded(rounded(body * cos) + rounded(swapped * sin_signed))
+    return torch.cat([xr[..., :prefix, :], rotated], dim=-2).to(x.dtype)

@@ -160,7 +160,7 @@ def test_pointmap_metric_matches_reference():
     h, w = 16, 14
     yy, xx = np.mgrid[0:h, 0:w] / 10.0
     metric = PointmapMetric()
-    d_all, da_all, diff_all, nerr_all, scales = [], [], [], [], []
+    d_all, da_all, diff_all, nerr_all, scales, rel_all, rela_all = [], [], [], [], [], [], []
     for _ in range(3):
         z = 2 + 0.3 * np.sin(xx * 3) + 0.2 * yy**2 + rng.uniform(0, 1)
         g = np.stack([xx * z, yy * z, z], 0)[None]
@@ -175,6 +175,8 @@ def test_pointmap_metric_matches_reference():
         s = np.sum(pv * gv) / np.sum(pv * pv)
         scales.append(s)
         da_all.append(np.linalg.norm(s * pv - gv, axis=1))
+        rel_all.append(np.abs(pv[:, 2] - gv[:, 2]) / gv[:, 2])
+        rela_all.append(np.abs(s * pv[:, 2] - gv[:, 2]) / gv[:, 2])
         full = cv2.erode(
             m[0].astype(np.uint8),
             np.ones((5, 5), np.uint8),
@@ -198,6 +200,9 @@ def test_pointmap_metric_matches_reference():
     assert out["aligned_l2_mean"] == pytest.approx(da.mean(), abs=1e-12)
     assert out["aligned_rmse"] <= out["rmse"]
     assert out["aligned_scale_mean"] == pytest.approx(np.mean(scales), abs=1e-12)
+    rel, rel_aligned = np.concatenate(rel_all), np.concatenate(rela_all)
+    assert out["depth_abs_rel"] == pytest.approx(rel.mean(), abs=1e-12) and rel.mean() > 0.01
+    assert out["aligned_depth_abs_rel"] == pytest.approx(rel_aligned.mean(), abs=1e-12)
     assert out["normal_mean"] == pytest.approx(ne.mean(), abs=1e-8)
     assert out["normal_rmse"] == pytest.approx(np.sqrt(np.mean(ne**2)), abs=1e-8)
     for t in (5, 11.25, 22.5, 30):

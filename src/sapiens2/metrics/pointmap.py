@@ -85,6 +85,10 @@ class PointmapMetric(SumMetric):
     ``l2_mean`` = mean d, ``rmse`` = sqrt(mean d²), ``x_mae`` / ``y_mae`` / ``z_mae`` = mean
     absolute per-axis difference, ``within_0.05`` / ``within_0.1`` / ``within_0.2`` = fraction
     (0–1) of pixels with d < t (canonical units; the official names say "cm").
+    ``depth_abs_rel`` = mean ``|ẑ − z| / z`` over valid pixels with ``z > 0`` (the relative depth
+    error, AbsRel, of the depth literature; not in the official evaluator). Canonical and metric
+    depths differ by the same factor ``s = 768 / fx`` for prediction and ground truth, so it is
+    the relative error of the metric depth when the true focal length is used.
 
     Normals: both full pointmaps → 5×5 Sobel ∂/∂x, ∂/∂y → normalised cross product; errors over
     valid pixels whose whole 5×5 window is valid and inside the image (our choice, as windows
@@ -130,6 +134,8 @@ class PointmapMetric(SumMetric):
             "sum_d2": np.zeros((), np.float64),
             "sum_abs": np.zeros(3, np.float64),
             "within": np.zeros(len(self.distance_thresholds), np.int64),
+            "sum_rel": np.zeros((), np.float64),
+            "count_rel": np.zeros((), np.int64),
         }
 
     def _empty_state(self) -> dict[str, np.ndarray]:
@@ -192,6 +198,10 @@ class PointmapMetric(SumMetric):
         st[prefix + "sum_abs"] += diff.abs().sum(0).cpu().numpy()
         for i, t in enumerate(self.distance_thresholds):
             st[prefix + "within"][i] += int((d < t).sum())
+        z = g.permute(0, 2, 3, 1)[m][:, 2]
+        positive = z > 0
+        st[prefix + "sum_rel"] += float((diff[:, 2].abs()[positive] / z[positive]).sum())
+        st[prefix + "count_rel"] += int(positive.sum())
 
     def _compute(self, state: dict[str, np.ndarray]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -199,7 +209,9 @@ class PointmapMetric(SumMetric):
         prefixes = ("", "aligned_") if self.scale_aligned else ("",)
         for prefix in prefixes:
             if n == 0:
-                vals = dict.fromkeys(["l2_mean", "rmse", "x_mae", "y_mae", "z_mae"], float("nan"))
+                vals = dict.fromkeys(
+                    ["l2_mean", "rmse", "x_mae", "y_mae", "z_mae", "depth_abs_rel"], float("nan")
+                )
                 vals.update(
                     {threshold_key("within_", t): float("nan") for t in self.distance_thresholds}
                 )
@@ -214,6 +226,8 @@ class PointmapMetric(SumMetric):
                 }
                 for i, t in enumerate(self.distance_thresholds):
                     vals[threshold_key("within_", t)] = int(state[prefix + "within"][i]) / n
+            nr = int(state[prefix + "count_rel"])
+            vals["depth_abs_rel"] = float(state[prefix + "sum_rel"]) / nr if nr else float("nan")
             out.update({prefix + k: v for k, v in vals.items()})
         if self.scale_aligned:
             ns = int(state["num_samples"])

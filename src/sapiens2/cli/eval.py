@@ -20,7 +20,11 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_argument(parser, help="the model's task (metrics are chosen by it)")
     parser.add_argument("--model", required=True, help="task checkpoint file or hub id")
-    parser.add_argument("--data", required=True, help="dataset root (with SPLIT/) or shards")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset root (with SPLIT/) or shards (a folder, .tar files, or an fsspec URL)",
+    )
     parser.add_argument(
         "--out", type=Path, help="report path (.json; a .md table is written beside)"
     )

@@ -49,7 +49,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, init_help: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="<task>-<size>, see `sapiens2 recipes`")
-    parser.add_argument("--data", required=True, help="dataset root (train/ and val/) or shards")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset root (train/ and val/) or shards (a folder, .tar files, or an fsspec URL "
+        "such as s3://bucket/shards)",
+    )
     add_run_arguments(
         parser, "pretrain or task checkpoint (file or hub id) to start from (unless resuming)"
     )

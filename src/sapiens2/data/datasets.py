@@ -36,7 +36,7 @@ from sapiens2.data.formats import (
     read_image,
 )
 from sapiens2.data.geometry import bbox_xywh_to_xyxy
-from sapiens2.data.shards import ShardIndex
+from sapiens2.data.shards import ShardIndex, is_url
 
 __all__ = [
     "IMAGE_MEAN",
@@ -123,13 +123,17 @@ class _ShardSource:
         )
 
     def describe(self) -> str:
-        return f"{len(self.index.paths)} shards from {self.index.paths[0].parent}"
+        return f"{len(self.index.paths)} shards from {self.index.location}"
 
 
 def open_source(
     data: str | Path | Sequence[str | Path], split: str
 ) -> _FolderSource | _ShardSource:
-    """Open ``data`` as a split folder (``<data>/<split>/images``) or as shards (see module doc)."""
+    """Open ``data`` as a split folder (``<data>/<split>/images``) or as shards (see module doc);
+    shards may be fsspec URLs (:mod:`sapiens2.data.shards`)."""
+    if is_url(data) or (not isinstance(data, str | Path) and data and is_url(data[0])):
+        index = ShardIndex(data, split)
+        return _ShardSource(index, _remote_seg_classes(index))
     if isinstance(data, str | Path):
         p = Path(data)
         if (p / split / "images").is_dir():
@@ -143,6 +147,20 @@ def open_source(
         classes_file = Path(data[0]).parent / "seg_classes.json"
     classes = load_seg_classes(classes_file) if classes_file.is_file() else SegClasses.default()
     return _ShardSource(ShardIndex(data, split), classes)
+
+
+def _remote_seg_classes(index: ShardIndex) -> SegClasses:
+    """``seg_classes.json`` next to remote shards, read through a local temporary copy."""
+    import tempfile
+
+    store = index._store
+    remote = store.sibling(index.paths[0], "seg_classes.json")
+    if not store.is_file(remote):
+        return SegClasses.default()
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "seg_classes.json"
+        local.write_bytes(store.read_bytes(remote))
+        return load_seg_classes(local)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,10 +6,17 @@ extensions of :data:`sapiens2.data.formats.SHARD_EXT`). Image-only shards for pr
 image per key with any image extension (``.jpg``, ``.png``, ...), of any size.
 
 The writer is byte-deterministic (members in the given order, zero mtimes/owners) and also writes
-``<split>-index.json`` with every member's data offset. The reader uses that index (or scans the tar
-headers when it is missing or stale) and then reads members with positional reads, so a map-style
-dataset on top of it can be used with any number of DataLoader workers and ranks; ordering, splitting
-and mid-epoch resumption are handled by :mod:`sapiens2.data.loader`.
+``<split>-index.json`` with every member's data offset; the same file is a ``wids`` shard descriptor
+(``__kind__``, ``wids_version``, ``shardlist`` with each shard's ``url``, ``nsamples`` and
+``filesize``), so ``wids.ShardListDataset("<split>-index.json")`` reads our shards too. The reader
+uses that index (or scans the tar headers when it is missing or stale) and then reads members with
+positional reads, so a map-style dataset on top of it can be used with any number of DataLoader
+workers and ranks; ordering, splitting and mid-epoch resumption are handled by
+:mod:`sapiens2.data.loader`.
+
+Shards may live anywhere ``fsspec`` reaches (``s3://``, ``gs://``, ``https://``, ``memory://``, ...):
+the reader then fetches each member with one ranged read. Local paths and ``file://`` URLs keep the
+``os.pread`` fast path (plain seek + read where ``os.pread`` does not exist, as on Windows).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTS = ("rgb.png", "jpg", "jpeg", "png", "webp", "bmp")
 
 _INDEX_VERSION = 1
+_HAS_PREAD = hasattr(os, "pread")
 
 
 def _check_key(key: str) -> None:
@@ -171,7 +179,18 @@ class ShardWriter:
     def close(self) -> list[Path]:
         """Finish the last shard and write the index; returns the shard paths."""
         self._close_current()
-        index = {"version": _INDEX_VERSION, "shards": self._index}
+        index = {
+            "version": _INDEX_VERSION,
+            "shards": self._index,
+            # the wids descriptor fields (shard urls are relative to this file)
+            "__kind__": "wids-shard-index-v1",
+            "wids_version": 1,
+            "name": self.split,
+            "shardlist": [
+                {"url": e["name"], "nsamples": len(e["samples"]), "filesize": e["size"]}
+                for e in self._index
+            ],
+        }
         (self.out_dir / f"{self.split}-index.json").write_text(json.dumps(index))
         return list(self.paths)
 
@@ -264,13 +283,14 @@ class _Entry:
     members: dict[str, tuple[int, int]]  # ext -> (offset, size)
 
 
-def _scan_tar(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+def _scan_tar(
+    path: str | Path, fileobj: Any, file_size: int
+) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     seen: set[str] = set()
     folder: str | None = None  # the folder of the current sample's members
-    file_size = path.stat().st_size
     try:
-        with tarfile.open(path, "r:") as tar:
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
             for m in tar:
                 if not m.isfile():
                     continue
@@ -302,7 +322,7 @@ def _scan_tar(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     return samples
 
 
-def _check_index_shard(entry: Any, index: Path, shard_size: int) -> list:
+def _check_index_shard(entry: Any, index: str | Path, shard_size: int) -> list:
     """The samples of one shard entry of an index, every field checked: names and keys are
     strings, offsets and sizes integers that stay inside the shard file."""
 
@@ -338,76 +358,158 @@ def _check_index_shard(entry: Any, index: Path, shard_size: int) -> list:
     return samples
 
 
+def is_url(source: object) -> bool:
+    """Whether ``source`` is an fsspec URL (``<protocol>://...``) rather than a local path."""
+    return isinstance(source, str) and "://" in source
+
+
+class _Store:
+    """Where shards live: the local disk (``fs`` None; paths are ``Path``) or an fsspec file system
+    (paths are the file system's own strings, without the protocol)."""
+
+    def __init__(self, fs: Any = None):
+        self.fs = fs
+
+    @classmethod
+    def for_sources(cls, sources: Sequence[str | Path]) -> tuple[_Store, list[Any]]:
+        remote = [is_url(s) and not str(s).startswith("file://") for s in sources]
+        if not any(remote):
+            return cls(), [Path(str(s).removeprefix("file://")) for s in sources]
+        if not all(remote):
+            raise DataError("shards: mix of local paths and URLs; give one kind")
+        try:
+            from fsspec.core import url_to_fs
+        except ImportError as e:  # pragma: no cover - fsspec is a dependency of the data extras
+            raise DataError(f"reading shards from URLs needs fsspec ({e})") from e
+        fs, first = url_to_fs(str(sources[0]))
+        paths = [first] + [fs._strip_protocol(str(u)) for u in sources[1:]]
+        return cls(fs), paths
+
+    def display(self, path: Any) -> str:
+        return str(path) if self.fs is None else self.fs.unstrip_protocol(path)
+
+    def is_dir(self, path: Any) -> bool:
+        return path.is_dir() if self.fs is None else self.fs.isdir(path)
+
+    def is_file(self, path: Any) -> bool:
+        return path.is_file() if self.fs is None else self.fs.isfile(path)
+
+    def size(self, path: Any) -> int:
+        return path.stat().st_size if self.fs is None else int(self.fs.size(path))
+
+    def glob(self, folder: Any, pattern: str) -> list[Any]:
+        if self.fs is None:
+            return sorted(folder.glob(pattern))
+        return sorted(self.fs.glob(f"{str(folder).rstrip('/')}/{pattern}"))
+
+    def sibling(self, path: Any, name: str) -> Any:
+        if self.fs is None:
+            return path.parent / name
+        return f"{self._parent(path)}/{name}"
+
+    def basename(self, path: Any) -> str:
+        return path.name if self.fs is None else str(path).rstrip("/").rsplit("/", 1)[-1]
+
+    @staticmethod
+    def _parent(path: Any) -> str:
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+
+    def read_bytes(self, path: Any) -> bytes:
+        return path.read_bytes() if self.fs is None else self.fs.cat_file(path)
+
+    def open(self, path: Any) -> Any:
+        return open(path, "rb") if self.fs is None else self.fs.open(path, "rb")
+
+    def read_range(self, path: Any, offset: int, size: int) -> bytes:
+        """Remote stores only: one ranged read."""
+        return self.fs.cat_file(path, start=offset, end=offset + size)
+
+
 class ShardIndex:
     """Random-access view of a set of shards: ``len``, ``keys``, ``read(i)``.
 
     Args:
         source: a directory (with ``split``: the shards ``<split>-*.tar`` in it), one ``.tar`` file,
-            or a sequence of ``.tar`` files (order kept).
+            or a sequence of ``.tar`` files (order kept); local paths or fsspec URLs
+            (``s3://bucket/shards``, ``memory://data/train-000000.tar``, ``file:///data``).
         split: split name when ``source`` is a directory.
     """
 
     def __init__(self, source: str | Path | Sequence[str | Path], split: str | None = None):
-        self.paths = self._resolve(source, split)
+        sources = [source] if isinstance(source, str | Path) else list(source)
+        if not sources:
+            raise DataError("ShardIndex: no shard paths given")
+        self._store, locations = _Store.for_sources(sources)
+        self.paths = self._resolve(locations, split, single=isinstance(source, str | Path))
         index = self._load_index()
         self.entries: list[_Entry] = []
-        keys: dict[str, Path] = {}
+        keys: dict[str, str] = {}
         for si, path in enumerate(self.paths):
-            samples = index.get(path.name) if index else None
+            name = self._store.basename(path)
+            samples = index.get(name) if index else None
             if samples is None:
-                samples = _scan_tar(path)
+                with self._store.open(path) as f:
+                    samples = _scan_tar(self._store.display(path), f, self._store.size(path))
+            where = self._store.display(path)
             for key, members in samples:
                 if key in keys:
-                    raise DataError(f"{path}: sample key {key!r} also appears in {keys[key]}")
-                keys[key] = path
+                    raise DataError(f"{where}: sample key {key!r} also appears in {keys[key]}")
+                keys[key] = where
                 self.entries.append(
                     _Entry(si, key, {e: (int(o), int(s)) for e, (o, s) in members.items()})
                 )
-        self._fds: dict[int, int] = {}
+        self._fds: dict[int, Any] = {}
         self._pid = os.getpid()
 
-    @staticmethod
-    def _resolve(source: str | Path | Sequence[str | Path], split: str | None) -> list[Path]:
-        if isinstance(source, str | Path):
-            p = Path(source)
-            if p.is_dir():
-                pattern = f"{split}-*.tar" if split else "*.tar"
-                paths = sorted(p.glob(pattern))
-                if not paths:
-                    raise DataError(f"{p}: no shards matching {pattern!r}")
-                return paths
-            paths = [p]
-        else:
-            paths = [Path(s) for s in source]
-        if not paths:
-            raise DataError("ShardIndex: no shard paths given")
-        for p in paths:
-            if not p.is_file():
-                raise DataError(f"{p}: missing shard")
-        return paths
+    @property
+    def location(self) -> str:
+        """Where the shards are (the folder or URL of the first shard), for messages."""
+        first = self._store.display(self.paths[0])
+        return first.rsplit("/", 1)[0] if "/" in first else "."
+
+    def _resolve(self, locations: list[Any], split: str | None, single: bool) -> list[Any]:
+        store = self._store
+        if single and store.is_dir(locations[0]):
+            pattern = f"{split}-*.tar" if split else "*.tar"
+            paths = store.glob(locations[0], pattern)
+            if not paths:
+                raise DataError(f"{store.display(locations[0])}: no shards matching {pattern!r}")
+            return paths
+        for p in locations:
+            if not store.is_file(p):
+                raise DataError(f"{store.display(p)}: missing shard")
+        return locations
 
     def _load_index(self) -> dict[str, list] | None:
         """Use ``<split>-index.json`` next to the shards if it covers them with matching sizes."""
+        store = self._store
         result: dict[str, list] = {}
-        for p in {p.parent / f"{p.name.rsplit('-', 1)[0]}-index.json" for p in self.paths}:
-            if not p.is_file():
+        index_files = {
+            store.display(q): q
+            for q in (
+                store.sibling(p, f"{store.basename(p).rsplit('-', 1)[0]}-index.json")
+                for p in self.paths
+            )
+        }
+        for shown, p in index_files.items():
+            if not store.is_file(p):
                 continue
             try:
-                d = json.loads(p.read_text())
+                d = json.loads(store.read_bytes(p))
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                logger.warning("%s: unreadable shard index, scanning the tars instead", p)
+                logger.warning("%s: unreadable shard index, scanning the tars instead", shown)
                 continue
             if not isinstance(d, dict) or not isinstance(d.get("shards", []), list):
-                raise DataError(f"{p}: a shard index is an object with a list of 'shards'")
+                raise DataError(f"{shown}: a shard index is an object with a list of 'shards'")
             if d.get("version") != _INDEX_VERSION:
                 continue
             for s in d.get("shards", []):
                 name = s.get("name") if isinstance(s, dict) else None
                 if not isinstance(name, str) or not name or "/" in name or "\\" in name:
-                    raise DataError(f"{p}: every shard entry needs a plain file 'name'")
-                shard_path = p.parent / name
-                if shard_path.is_file() and shard_path.stat().st_size == s.get("size"):
-                    result[name] = _check_index_shard(s, p, shard_path.stat().st_size)
+                    raise DataError(f"{shown}: every shard entry needs a plain file 'name'")
+                shard_path = store.sibling(p, name)
+                if store.is_file(shard_path) and store.size(shard_path) == s.get("size"):
+                    result[name] = _check_index_shard(s, shown, store.size(shard_path))
         return result
 
     def __len__(self) -> int:
@@ -417,15 +519,28 @@ class ShardIndex:
     def keys(self) -> list[str]:
         return [e.key for e in self.entries]
 
-    def _fd(self, shard: int) -> int:
+    def _handle(self, shard: int) -> Any:
+        """An open descriptor (``os.pread``) or file object (seek + read) of a local shard."""
         if os.getpid() != self._pid:  # forked into a DataLoader worker: do not share descriptors
             self._fds = {}
             self._pid = os.getpid()
-        fd = self._fds.get(shard)
-        if fd is None:
-            fd = os.open(self.paths[shard], os.O_RDONLY)
-            self._fds[shard] = fd
-        return fd
+        handle = self._fds.get(shard)
+        if handle is None:
+            if _HAS_PREAD:
+                handle = os.open(self.paths[shard], os.O_RDONLY)
+            else:  # pragma: no cover - Windows
+                handle = open(self.paths[shard], "rb")  # noqa: SIM115 (closed in close())
+            self._fds[shard] = handle
+        return handle
+
+    def _read_range(self, shard: int, offset: int, size: int) -> bytes:
+        if self._store.fs is not None:
+            return self._store.read_range(self.paths[shard], offset, size)
+        handle = self._handle(shard)
+        if _HAS_PREAD:
+            return os.pread(handle, size, offset)
+        handle.seek(offset)  # pragma: no cover - Windows
+        return handle.read(size)  # pragma: no cover
 
     def exts(self, i: int) -> list[str]:
         """Extensions present in sample ``i``."""
@@ -434,7 +549,7 @@ class ShardIndex:
     def name(self, i: int, ext: str) -> str:
         """``<shard>:<key>.<ext>``, used in error messages."""
         e = self.entries[i]
-        return f"{self.paths[e.shard]}:{e.key}.{ext}"
+        return f"{self._store.display(self.paths[e.shard])}:{e.key}.{ext}"
 
     def read(self, i: int, exts: Iterable[str] | None = None) -> dict[str, bytes]:
         """Bytes of sample ``i``'s members (all, or those in ``exts``; a missing one is a DataError)."""
@@ -443,9 +558,12 @@ class ShardIndex:
         out = {}
         for ext in wanted:
             if ext not in e.members:
-                raise DataError(f"{self.paths[e.shard]}: sample {e.key!r} has no '{ext}' member")
+                raise DataError(
+                    f"{self._store.display(self.paths[e.shard])}: sample {e.key!r} has no "
+                    f"'{ext}' member"
+                )
             off, size = e.members[ext]
-            data = os.pread(self._fd(e.shard), size, off)
+            data = self._read_range(e.shard, off, size)
             if len(data) != size:
                 raise DataError(f"{self.name(i, ext)}: truncated shard")
             out[ext] = data
@@ -458,12 +576,16 @@ class ShardIndex:
             if ext in e.members:
                 return decode_image(self.read(i, [ext])[ext], self.name(i, ext))
         raise DataError(
-            f"{self.paths[e.shard]}: sample {e.key!r} has no image member ({', '.join(IMAGE_EXTS)})"
+            f"{self._store.display(self.paths[e.shard])}: sample {e.key!r} has no image member "
+            f"({', '.join(IMAGE_EXTS)})"
         )
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
+        for handle in self._fds.values():
+            if isinstance(handle, int):
+                os.close(handle)
+            else:  # pragma: no cover - Windows
+                handle.close()
         self._fds = {}
 
     def __getstate__(self) -> dict[str, Any]:

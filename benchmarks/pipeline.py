@@ -38,7 +38,7 @@ from sapiens2.cli.predict import default_io_workers, predict_items
 from sapiens2.inference import Predictor
 from sapiens2.inference.media import expand_media
 from sapiens2.inference.preprocess import letterbox, stretch_resize, to_tensor
-from sapiens2.viz.save import PredictionWriter
+from sapiens2.inference.writer import PredictionWriter
 
 log = logging.getLogger("benchmarks.pipeline")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -218,7 +218,7 @@ def test_boxes_json_is_validated(tmp_path):
 
 
 def test_many_boxes_are_cropped_and_run_in_bounded_batches(monkeypatch):
-    import sapiens2.inference.predictor as predictor_module
+    import sapiens2.inference.runners as predictor_module
 
     model, crops_made = PeakyPoseModel(), []
     real = predictor_module.crop_people
@@ -276,7 +276,7 @@ def test_nonfinite_models_are_refused_and_json_never_holds_nan(models, tmp_path,
 
 
 def test_a_failing_input_does_not_lose_the_others(tmp_path):
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.inference.writer import PredictionWriter
 
     src = tmp_path / "in"
     src.mkdir()

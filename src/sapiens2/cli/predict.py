@@ -16,21 +16,12 @@ from tqdm import tqdm
 from sapiens2.cli.common import add_device_argument, add_task_argument
 
 NAME = "predict"
-HELP = "run a pose / seg / normal / pointmap / albedo model on images and videos"
+HELP = "run a task model (pose, seg, normal, ...) on images and videos"
 
 logger = logging.getLogger(__name__)
 
 
-EPILOG = """\
-outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures in <out>/<video>.mp4):
-  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result; not with --no-pictures)
-  pose       predictions.json      official schema (one <video>_predictions.json per video)
-             coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout)
-  seg        <name>_seg.png        uint8 class ids 0..28 (+ <name>_seg.npy int64 with --save-npy)
-  normal     <name>_normal.npy     float32 (H, W, 3) camera-frame normals, and <name>_normal.png
-  pointmap   <name>_depth.npy      float32 (H, W) metres, <name>.ply point cloud, <name>_depth.png
-  albedo     <name>_albedo.png     RGB albedo
-
+EXAMPLES = """\
 examples:
   sapiens2 predict --task pose --model facebook/sapiens2-pose-0.4b --out out/ photos/ clip.mp4
   sapiens2 predict --task seg --model facebook/sapiens2-seg-1b --out seg/ photos/
@@ -38,8 +29,25 @@ examples:
 """
 
 
+def epilog() -> str:
+    """The outputs table (from each task's outputs) and the examples."""
+    from sapiens2.inference.outputs import outputs_help
+    from sapiens2.tasks import task_names
+
+    lines = [
+        "outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures "
+        "in <out>/<video>.mp4):",
+        "  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result; "
+        "not with --no-pictures)",
+    ]
+    for task in task_names():
+        for i, line in enumerate(outputs_help(task)):
+            lines.append(f"  {task if i == 0 else '':<10} {line}")
+    return "\n".join(lines) + "\n\n" + EXAMPLES
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EPILOG
+    parser.epilog = epilog()
     parser.add_argument(
         "media", nargs="+", metavar="MEDIA", help="images, folders, glob patterns or videos"
     )
@@ -154,6 +162,7 @@ def _load_predictor(args):
     from sapiens2.checkpoints import load_model
     from sapiens2.device import inference_dtype, resolve_device
     from sapiens2.inference import Predictor
+    from sapiens2.inference.runners import runner_for
     from sapiens2.models.task import a_task
 
     device = resolve_device(args.device)
@@ -181,7 +190,7 @@ def _load_predictor(args):
             raise ValueError(
                 f"--mask-model {args.mask_model} must be a seg checkpoint, got {a_task(getattr(mask_model, 'task', None) or 'backbone')} one"
             )
-    detector = _load_detector(args, device) if args.task == "pose" else None
+    detector = _load_detector(args, device) if runner_for(args.task).uses_boxes else None
     return Predictor(
         args.task,
         model,
@@ -299,14 +308,15 @@ def predict_items(
     """
     from sapiens2.inference.boxes import lookup_boxes
     from sapiens2.inference.media import FrameReader, count_frames, find_mask, read_mask
-    from sapiens2.viz.save import BackgroundWriter
+    from sapiens2.inference.writer import BackgroundWriter
 
     if in_flight is None:
         in_flight = 1 if predictor.device.type == "cpu" else 2
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
     if render_processes is None:
-        render_processes = predictor.device.type != "cpu" and predictor.task in ("seg", "pose")
+        light = getattr(getattr(writer, "outputs", None), "light", False)
+        render_processes = predictor.device.type != "cpu" and light
     if render_workers is None:
         render_workers = default_render_processes() if render_processes else io_workers
     stats = PredictStats()
@@ -419,6 +429,11 @@ def predict_items(
     return stats
 
 
+def _either(tasks: tuple[str, ...]) -> str:
+    """``"pose"``, ``"normal, pointmap or albedo"``."""
+    return tasks[0] if len(tasks) == 1 else f"{', '.join(tasks[:-1])} or {tasks[-1]}"
+
+
 def _input(frame):
     """What a frame gives ``Predictor.predict``: its prepared network input, else its pixels."""
     return frame.rgb if frame.prepared is None else frame.prepared
@@ -440,15 +455,21 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.device import resolve_device
     from sapiens2.errors import UsageError
     from sapiens2.inference.media import expand_media
+    from sapiens2.inference.runners import runner_for, runner_tasks
     from sapiens2.outdir import OutputLock, command_line, prepare_out_dir
 
     resolve_device(args.device)  # an unavailable device is reported before anything is read
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.boxes and args.task != "pose":
-        raise ValueError("--boxes is only used with --task pose")
-    if args.mask_dir and args.task in ("pose", "seg"):
-        raise ValueError("--mask-dir is only used with --task normal, pointmap or albedo")
+    runner = runner_for(args.task)
+    if args.boxes and not runner.uses_boxes:
+        raise ValueError(
+            f"--boxes is only used with --task {_either(runner_tasks(uses_boxes=True))}"
+        )
+    if args.mask_dir and not runner.uses_masks:
+        raise ValueError(
+            f"--mask-dir is only used with --task {_either(runner_tasks(uses_masks=True))}"
+        )
     if args.io_workers is not None and args.io_workers < 1:
         raise ValueError(f"--io-workers must be >= 1, got {args.io_workers}")
     if args.mask_dir and not args.mask_dir.is_dir():
@@ -467,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, items) -> int:
     from sapiens2.inference.boxes import load_boxes_json, unmatched_keys
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.inference.writer import PredictionWriter
 
     boxes_table = None
     if args.boxes:
@@ -526,7 +547,7 @@ def _run(args: argparse.Namespace, items) -> int:
         f"{args.task}: {done} frame(s) ({images} image(s), {done - images} video frame(s) "
         f"from {videos} video(s)) in {stats.seconds:.1f} s"
     )
-    if args.task == "pose":
+    if predictor.runner.uses_boxes:
         summary += f", {stats.people} person instance(s)"
     summary += f"; outputs in {args.out}"
     if skipped:

@@ -52,6 +52,7 @@ TRANSFORMERS_CLASSES: dict[str | None, str] = {
     "seg": "Sapiens2ForSemanticSegmentation",
     "normal": "Sapiens2ForNormalEstimation",
     "pointmap": "Sapiens2ForPointmapEstimation",
+    "matting": "Sapiens2ForImageMatting",
 }
 _TASK_OF_CLASS = {cls: task for task, cls in TRANSFORMERS_CLASSES.items()}
 # Other backbone classes of the same checkpoints.
@@ -97,6 +98,7 @@ _HEADS: dict[str, tuple[tuple[str, str], ...]] = {
     "pose": (*_DECONV_HEAD, ("decode_head.conv_pose.{p}", "decode_head.predictor.{p}")),
     "seg": (*_DECONV_HEAD, ("decode_head.conv_seg.{p}", "decode_head.predictor.{p}")),
     "normal": (*_DENSE_HEAD, ("decode_head.conv_normal.{p}", "decode_head.predictor.{p}")),
+    "matting": (*_DENSE_HEAD, ("decode_head.conv_matting.{p}", "decode_head.predictor.{p}")),
     "pointmap": (
         *_DENSE_HEAD,
         ("decode_head.conv_pointmap.{p}", "decode_head.predictor.{p}"),

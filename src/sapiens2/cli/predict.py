@@ -26,6 +26,7 @@ examples:
   sapiens2 predict --task pose --model facebook/sapiens2-pose-0.4b --out out/ photos/ clip.mp4
   sapiens2 predict --task seg --model facebook/sapiens2-seg-1b --out seg/ photos/
   sapiens2 predict --task normal --model facebook/sapiens2-normal-1b --mask-dir seg/ --out n/ photos/
+  sapiens2 predict --task matting --model facebook/sapiens2-matting-1b --background beach.jpg --out m/ photos/
 """
 
 
@@ -102,6 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-npy", action="store_true", help="seg: also save labels as <name>_seg.npy"
     )
+    parser.add_argument(
+        "--background", default="green", metavar="COLOUR|FILE",
+        help="matting: what <name>_composite.png puts the person over: a colour (green, blue, "
+        "white, black, gray, R,G,B or #RRGGBB) or an image file (resized to each image)",
+    )  # fmt: skip
     parser.add_argument(
         "--coco-layout",
         default="goliath308",
@@ -508,6 +514,7 @@ def _run(args: argparse.Namespace, items) -> int:
         save_npy=args.save_npy,
         coco_layout=args.coco_layout,
         pictures=args.pictures,
+        background=args.background,
     )
     logger.info(
         "%s model on %s, input %dx%d, %d inputs",

@@ -52,12 +52,15 @@ class WriterOptions:
         save_npy: seg: also write the labels as ``.npy``.
         coco_layout: pose: keypoint layout of ``coco_results.json``.
         pictures: write the ``<name>.jpg`` pictures and rendered videos.
+        background: what composites are made over (matting): a colour (a name such as
+            ``"green"``, ``"R,G,B"``, ``"#RRGGBB"`` or an RGB tuple) or an image file.
     """
 
     kpt_thr: float = 0.3
     save_npy: bool = False
     coco_layout: str = "goliath308"
     pictures: bool = True
+    background: tuple[int, int, int] | str | Path = "green"
 
 
 class Outputs:

@@ -88,7 +88,9 @@ class MapRunner(Runner):
     uses_masks: bool = True
 
     def run(self, predictor, items, boxes, masks, bs):
-        fg = predictor._foreground([p.rgb for p in items], masks, bs)
+        fg = [None] * len(items)
+        if self.uses_masks:
+            fg = predictor._foreground([p.rgb for p in items], masks, bs)
         results: list[Result] = []
         for start in range(0, len(items), bs):
             chunk = items[start : start + bs]

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 # the order of --help choices, tables and docs
-_MODULES = ("pose", "seg", "normal", "pointmap", "albedo")
+_MODULES = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
 
 _REGISTRY: dict[str, TaskSpec] = {}
 

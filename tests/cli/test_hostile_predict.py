@@ -19,10 +19,10 @@ from tests.inference.fakes import PeakyPoseModel
 
 import sapiens2
 from sapiens2.cli.main import main
-from sapiens2.cli.predict import predict_items
 from sapiens2.errors import BoxesError, OutputError
 from sapiens2.inference import postprocess
 from sapiens2.inference.boxes import as_boxes, load_boxes_json
+from sapiens2.inference.engine import predict_items
 from sapiens2.inference.media import expand_media, safe_name
 from sapiens2.inference.predictor import PosePredictor, Predictor
 from sapiens2.outdir import OutputLock

@@ -314,8 +314,8 @@ def test_predict_items_overlaps_writing_and_matches_the_serial_writer(
     """The background writer (one or several rendering threads or processes, frames decoded on
     one or several threads, one or two batches predicted at once) writes the same files as
     writing each result in turn, in order, and reports where the time went."""
-    from sapiens2.cli.predict import predict_items
     from sapiens2.inference import Predictor
+    from sapiens2.inference.engine import predict_items
     from sapiens2.inference.media import FrameReader, expand_media
     from sapiens2.inference.writer import PredictionWriter
 

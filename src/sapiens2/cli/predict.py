@@ -1,17 +1,11 @@
-"""``sapiens2 predict``: run a task model on images, folders, globs and videos."""
+"""``sapiens2 predict``: run a task model on images, folders, globs and videos (parse the flags,
+load the models, run :func:`sapiens2.inference.engine.predict_items`, report)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from sapiens2.cli.common import add_device_argument, add_task_argument
 
@@ -153,17 +147,6 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def default_io_workers() -> int:
-    """Decode/write threads: enough to keep a GPU fed, few enough to leave a CPU forward alone."""
-    return max(1, min(8, (os.cpu_count() or 1) // 2))
-
-
-def default_render_processes() -> int:
-    """Render processes beside a GPU: three quarters of the cores (12 of 16 keep up with a 0.4B
-    model on an H100 at ~80 photos/s, 8 do not)."""
-    return max(1, min(16, 3 * (os.cpu_count() or 1) // 4))
-
-
 def _load_predictor(args):
     from sapiens2.checkpoints import load_model
     from sapiens2.device import inference_dtype, resolve_device
@@ -257,204 +240,9 @@ def _load_detector(args, device):
     return load_detector(source, device=device, allow_nonfinite=args.allow_nonfinite)
 
 
-@dataclass
-class PredictStats:
-    """What :func:`predict_items` did and where its wall time went (seconds).
-
-    ``predict_seconds`` is spent waiting for ``Predictor.predict`` (pre-processing, forward,
-    decoding), ``read_wait_seconds`` waiting for the background decoder, ``write_wait_seconds``
-    waiting for the background writer (a full queue, and the final drain); the writer's own work
-    is ``write_seconds`` (summed over its threads) and overlaps with the rest.
-    """
-
-    frames: int = 0
-    people: int = 0
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    predict_seconds: float = 0.0
-    read_wait_seconds: float = 0.0
-    write_wait_seconds: float = 0.0
-    write_seconds: float = 0.0
-
-
-def predict_items(
-    predictor,
-    items,
-    writer,
-    *,
-    batch_size: int = 4,
-    boxes_table: dict | None = None,
-    mask_dir: Path | None = None,
-    progress: bool = True,
-    io_workers: int = 1,
-    in_flight: int | None = None,
-    render_processes: bool | None = None,
-    render_workers: int | None = None,
-    max_pixels: int | None = -1,
-) -> PredictStats:
-    """Predict on media items (from ``expand_media``) and write the outputs with ``writer`` (a
-    ``PredictionWriter``), closing it at the end. Unreadable files (and images over
-    ``max_pixels``) are logged, counted in ``skipped`` and passed over; a frame whose prediction
-    fails with an error about that input (bad boxes or mask, out of memory) is logged and counted
-    in ``failed`` (frame name, reason), and the run goes on with the others.
-
-    Frames are decoded (and resized for the network, ``predictor.prepare``) on ``io_workers``
-    threads, and outputs drawn and written on ``render_workers`` threads or, with
-    ``render_processes``, processes, so that both overlap with the forward passes. ``in_flight``
-    batches are predicted at once, each on its own thread (and on CUDA its own stream; default: 2
-    on an accelerator, so that one batch's CPU work overlaps with the other's forward; 1 on a CPU,
-    whose cores the forward already keeps busy). Results are written in input order either way.
-
-    ``render_processes`` defaults to on for seg and pose on an accelerator, where the threads that
-    drive the model must not wait for the interpreter lock (the other dense tasks' float maps
-    cost more to send to a process than the lock costs); ``render_workers`` to ``io_workers``
-    threads or :func:`default_render_processes` processes. ``max_pixels``: see
-    :mod:`sapiens2.limits` (-1: the default limit, None: none).
-    """
-    from sapiens2.inference.boxes import lookup_boxes
-    from sapiens2.inference.media import FrameReader, count_frames, find_mask, read_mask
-    from sapiens2.inference.writer import BackgroundWriter
-
-    if in_flight is None:
-        in_flight = 1 if predictor.device.type == "cpu" else 2
-    if in_flight < 1:
-        raise ValueError(f"in_flight must be >= 1, got {in_flight}")
-    if render_processes is None:
-        light = getattr(getattr(writer, "outputs", None), "light", False)
-        render_processes = predictor.device.type != "cpu" and light
-    if render_workers is None:
-        render_workers = default_render_processes() if render_processes else io_workers
-    stats = PredictStats()
-    start = time.perf_counter()
-    batch: list = []
-    running: deque[tuple[list, dict, Future]] = deque()  # batches being predicted, in order
-    item_errors = _item_errors()
-
-    def fail(frame, err: BaseException) -> None:
-        logger.warning("%s: prediction failed, going on with the others: %s", frame.name, err)
-        logger.debug("%s: prediction failed", frame.name, exc_info=err)
-        stats.failed.append((frame.name, str(err)))
-        bar.update(1)
-
-    def one_by_one(frames: list, kwargs: dict) -> list[tuple]:
-        """After a batch failed: each frame alone, so that one bad input costs only itself."""
-        done = []
-        for j, frame in enumerate(frames):
-            try:
-                one = {k: [v[j]] for k, v in kwargs.items()}
-                done.append((frame, predictor.predict([_input(frame)], **one)[0]))
-            except item_errors as err:
-                fail(frame, err)
-        return done
-
-    def finish_oldest() -> None:
-        frames, kwargs, future = running.popleft()
-        t0 = time.perf_counter()
-        try:
-            done = list(zip(frames, future.result(), strict=True))
-        except item_errors:
-            done = one_by_one(frames, kwargs)
-        t1 = time.perf_counter()
-        stats.predict_seconds += t1 - t0
-        for frame, result in done:
-            background.submit(frame, result)
-            stats.people += getattr(result, "num_people", 0)
-        stats.write_wait_seconds += time.perf_counter() - t1
-        stats.frames += len(done)
-        bar.update(len(done))
-
-    def flush() -> None:
-        if not batch:
-            return
-        frames, boxes, masks = [], [], []
-        for f in batch:
-            try:
-                if boxes_table is not None:
-                    key = f.item.path.name if f.item.kind == "image" else f.name
-                    boxes.append(lookup_boxes(boxes_table, key))
-                if mask_dir:
-                    path = find_mask(mask_dir, f)
-                    if path is None:
-                        logger.warning("no mask for %s in %s; not masking it", f.name, mask_dir)
-                    masks.append(read_mask(path) if path is not None else None)
-            except item_errors as err:
-                del boxes[len(frames) :], masks[len(frames) :]
-                fail(f, err)
-                continue
-            frames.append(f)
-        batch.clear()
-        if not frames:
-            return
-        kwargs = {}
-        if boxes_table is not None:
-            kwargs["boxes"] = boxes
-        if mask_dir:
-            kwargs["masks"] = masks
-        while len(running) >= in_flight:
-            finish_oldest()
-        inputs = [_input(f) for f in frames]
-        running.append((frames, kwargs, pool.submit(predictor.predict, inputs, **kwargs)))
-
-    with (
-        FrameReader(
-            items,
-            workers=io_workers,
-            prepare=getattr(predictor, "prepare", None),
-            max_pixels=max_pixels,
-        ) as reader,
-        BackgroundWriter(writer, workers=render_workers, processes=render_processes) as background,
-        ThreadPoolExecutor(in_flight, thread_name_prefix="sapiens2-predict") as pool,
-        tqdm(
-            total=count_frames(items), unit="img", desc=predictor.task, disable=not progress
-        ) as bar,
-    ):
-        frames = iter(reader)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            stats.read_wait_seconds += time.perf_counter() - t0
-            if frame is None:
-                break
-            if frame.error is not None:
-                logger.warning("skipping %s: %s", frame.item.path, frame.error)
-                stats.skipped.append((frame.item.path, frame.error))
-                bar.update(1)
-                continue
-            batch.append(frame)
-            if len(batch) >= batch_size or (frame.item.kind == "video" and frame.last):
-                flush()
-        flush()
-        while running:
-            finish_oldest()
-        t0 = time.perf_counter()
-        background.close()
-        stats.write_wait_seconds += time.perf_counter() - t0
-        stats.write_seconds = background.seconds
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
 def _either(tasks: tuple[str, ...]) -> str:
     """``"pose"``, ``"normal, pointmap or albedo"``."""
     return tasks[0] if len(tasks) == 1 else f"{', '.join(tasks[:-1])} or {tasks[-1]}"
-
-
-def _input(frame):
-    """What a frame gives ``Predictor.predict``: its prepared network input, else its pixels."""
-    return frame.rgb if frame.prepared is None else frame.prepared
-
-
-def _item_errors() -> tuple[type[BaseException], ...]:
-    """Errors that concern one input (bad boxes, a bad mask, an input too big for the memory):
-    the frame is skipped and the run goes on. Anything else is a bug and stops the run."""
-    import cv2
-    import torch
-
-    from sapiens2.errors import Sapiens2Error
-
-    oom = getattr(torch, "OutOfMemoryError", MemoryError)
-    return (Sapiens2Error, ValueError, MemoryError, oom, cv2.error)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -494,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, items) -> int:
     from sapiens2.inference.boxes import load_boxes_json, unmatched_keys
+    from sapiens2.inference.engine import default_io_workers, predict_items
     from sapiens2.inference.writer import PredictionWriter
 
     boxes_table = None

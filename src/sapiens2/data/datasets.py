@@ -36,6 +36,7 @@ from sapiens2.data.formats import (
     read_image,
 )
 from sapiens2.data.geometry import bbox_xywh_to_xyxy
+from sapiens2.data.image import IMAGE_MEAN, IMAGE_STD
 from sapiens2.data.shards import ShardIndex
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MEAN = (123.675, 116.28, 103.53)
-IMAGE_STD = (58.395, 57.12, 57.375)
 _MEAN = np.array(IMAGE_MEAN, dtype=np.float32)
 _STD = np.array(IMAGE_STD, dtype=np.float32)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sapiens2.data.image import check_rgb
 from sapiens2.data.metadata import keypoints308
 from sapiens2.detect.protocol import Detector, detect_person_boxes
 from sapiens2.errors import UsageError
@@ -22,7 +23,7 @@ from sapiens2.inference.boxes import MAX_BOXES, as_boxes, boxes_from_mask, whole
 from sapiens2.inference.compiled import CompiledForward
 from sapiens2.inference.heatmap import decode_udp, decode_udp_torch, flip_back_heatmaps
 from sapiens2.inference.media import read_image
-from sapiens2.inference.preprocess import Prepared, check_rgb, to_tensor
+from sapiens2.inference.preprocess import Prepared, to_tensor
 from sapiens2.inference.results import Result
 from sapiens2.inference.runners import Runner, runner_for, runner_tasks
 from sapiens2.limits import DEFAULT as DEFAULT_PIXELS

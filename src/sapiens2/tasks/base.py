@@ -77,7 +77,9 @@ class TaskAdapter:
         """``train`` selects the training behaviour (dropping unusable samples); ``augment`` the
         official training augmentations (else the deterministic eval pipeline)."""
         hw = tuple(input_size)
-        transforms = None if (augment or not train) else D.default_transforms(self.task, False, hw)
+        transforms = (
+            None if (augment or not train) else self.dataset_cls.default_pipeline(False, hw)
+        )
         return self.dataset_cls(
             data, split, train=train, input_hw=hw, seed=seed, transforms=transforms
         )

@@ -45,7 +45,9 @@ class PoseAdapter(TaskAdapter):
         """UDP targets with the adapter's sigma, by default 6 at the official 1024-pixel-high input
         (256-high heatmaps) scaled with the heatmap size (1.5 for 256x192 inputs)."""
         hw = tuple(input_size)
-        transforms = None if (augment or not train) else D.default_transforms(self.task, False, hw)
+        transforms = (
+            None if (augment or not train) else self.dataset_cls.default_pipeline(False, hw)
+        )
         return D.PoseDataset(
             data, split, train=train, input_hw=hw, seed=seed, transforms=transforms,
             sigma=self.sigma or 6.0 * hw[0] / 1024,

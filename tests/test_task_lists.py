@@ -78,3 +78,13 @@ def test_no_task_list_outside_the_registry():
         rel: where[rel] for rel, n in found.items() if rel not in ALLOWED or n > ALLOWED[rel][0]
     }
     assert not extra, f"task lists outside sapiens2/tasks (file: lines): {extra}"
+
+
+def test_docs_name_every_task():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("### Tasks") :]
+    architecture = (root / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for task in task_names():
+        assert f"\n| {task} |" in table, task
+        assert task in architecture, task

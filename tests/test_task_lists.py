@@ -23,7 +23,6 @@ ALLOWED: dict[str, tuple[int, str]] = {
     "data/transforms.py": (3, "label field names and their padding values"),
     "data/synth/preview.py": (2, "columns of the synthetic-data preview (label fields)"),
     "checkpoints/transformers.py": (2, "transformers' class and key names of each task it has"),
-    "checkpoints/publish.py": (1, "model-card words and hub pipeline tags"),
     "pretrain/probe.py": (1, "linear probes exist for seg and pose only"),
     "demo.py": (1, "the demo's panels (being reworked separately; see docs/architecture.md)"),
 }

@@ -62,6 +62,9 @@ def test_load_model_detects_matting_in_both_layouts(model_path, tmp_path):
     assert config["architectures"] == ["Sapiens2ForImageMatting"] and config["num_labels"] == 4
     again = sapiens2.load_model(folder)
     assert again.task == "matting"
+    from sapiens2.checkpoints.publish import model_card
+
+    assert "A Sapiens2 human matting" in model_card(model, "me/matting-tiny")
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
 

@@ -40,6 +40,8 @@ class HeadSpec:
         widths: the official head config for an arch (before the 4K growth below).
         grows_at_4k: on a 4K backbone the head gets one more x2 stage (the dense heads, which
             then predict at 2K); pose keeps its heatmap head.
+        description: what a model with this head does, for model cards (the task's summary).
+        pipeline_tag: the Hugging Face Hub pipeline tag of such a model, if one fits.
     """
 
     predictor_key: str
@@ -47,6 +49,8 @@ class HeadSpec:
     module_cls: type[nn.Module]
     widths: Callable[[ArchConfig], HeadConfig]
     grows_at_4k: bool = True
+    description: str = ""
+    pipeline_tag: str | None = None
 
 
 _HEADS: dict[str, HeadSpec] = {}

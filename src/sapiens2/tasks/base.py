@@ -12,7 +12,7 @@ and never import this package.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -168,7 +168,7 @@ class TaskSpec:
 
     def register(self) -> None:
         """Hand the head, the runner and the outputs to the tables of the lower layers."""
-        register_head(self.name, self.head)
+        register_head(self.name, replace(self.head, description=self.summary))
         register_runner(self.name, self.runner)
         register_outputs(self.name, self.outputs)
 

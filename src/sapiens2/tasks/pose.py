@@ -114,7 +114,14 @@ def recipe_loss(recipe) -> PoseLoss:
 SPEC = TaskSpec(
     name="pose",
     summary="308-keypoint pose estimation",
-    head=HeadSpec("conv_pose", PoseHeadConfig, PoseHeatmapHead, head_widths, grows_at_4k=False),
+    head=HeadSpec(
+        "conv_pose",
+        PoseHeadConfig,
+        PoseHeatmapHead,
+        head_widths,
+        grows_at_4k=False,
+        pipeline_tag="keypoint-detection",
+    ),
     runner=PoseRunner(),
     result=PoseResult,
     outputs=PoseOutputs,

@@ -58,7 +58,9 @@ class SegAdapter(TaskAdapter):
 SPEC = TaskSpec(
     name="seg",
     summary="29-class body-part segmentation",
-    head=HeadSpec("conv_seg", SegHeadConfig, SegHead, head_widths),
+    head=HeadSpec(
+        "conv_seg", SegHeadConfig, SegHead, head_widths, pipeline_tag="image-segmentation"
+    ),
     runner=SegRunner(),
     result=SegResult,
     outputs=SegOutputs,

@@ -13,7 +13,7 @@ from tests.conftest import small_pointmap_model
 
 import sapiens2
 from sapiens2.cli.main import main
-from sapiens2.viz.ply import read_ply
+from sapiens2.inference.ply import read_ply
 
 H, W = 64, 48
 ARGS_SIZE = ["--input-size", "128", "96"]  # the pointmap model's head fixes 128x96 (its own size)

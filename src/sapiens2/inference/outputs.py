@@ -18,9 +18,9 @@ import numpy as np
 
 from sapiens2.inference.export import coco_results, pose_frame_record, pose_predictions_json
 from sapiens2.inference.media import Frame, MediaItem
+from sapiens2.inference.ply import write_ply
 from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_to_rgb
 from sapiens2.viz.layout import side_by_side
-from sapiens2.viz.ply import write_ply
 from sapiens2.viz.pose import draw_pose
 from sapiens2.viz.seg import seg_picture
 

@@ -43,6 +43,39 @@ def _load(source, device, dtype) -> torch.nn.Module:
     return load_model(source, device=device, dtype=dtype)
 
 
+def _place(model, task: str, device, dtype) -> torch.nn.Module:
+    """The task model (loaded if a source) on ``device`` in ``dtype``, in eval mode."""
+    from sapiens2.device import resolve_device, resolve_dtype
+
+    if not isinstance(model, torch.nn.Module):
+        model = _load(model, device, dtype)
+    _check_task_model(model, task)
+    if device is not None:
+        model = model.to(resolve_device(device))
+    dt = resolve_dtype(dtype)
+    if dt is not None:
+        model = model.to(dt)
+    return model.eval()
+
+
+def _input_size(model, task: str, asked: tuple[int, int] | None) -> tuple[int, int]:
+    """The network input (H, W): what the model requires, else ``asked``, else its backbone's
+    native size; a multiple of its stride."""
+    required = getattr(model, "input_size", None)
+    if required is not None and asked is not None and tuple(asked) != tuple(required):
+        raise ValueError(
+            f"this {task} model requires {required[0]}x{required[1]} inputs; "
+            f"input_size {asked[0]}x{asked[1]} cannot be used"
+        )
+    arch = getattr(model, "arch", None)
+    native = getattr(arch, "img_size", None)  # 1024x768; tiny 256x192
+    size = tuple(required or asked or native or DEFAULT_INPUT_SIZE)
+    stride = getattr(arch, "stride", 16)
+    if size[0] % stride or size[1] % stride:
+        raise ValueError(f"input_size {size} must be a multiple of the patch size {stride}")
+    return size  # type: ignore[return-value]
+
+
 def _check_task_model(model: torch.nn.Module, task: str, what: str = "model") -> None:
     got = getattr(model, "task", None)
     if got is None:
@@ -102,8 +135,6 @@ class Predictor:
         max_boxes: int | None = MAX_BOXES,
         max_pixels: int | None = DEFAULT_PIXELS,
     ) -> None:
-        from sapiens2.device import resolve_device, resolve_dtype
-
         self.runner: Runner = runner_for(task)
         if input_size is not None and (
             len(input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in input_size)
@@ -111,68 +142,43 @@ class Predictor:
             raise UsageError(f"input_size must be two positive integers (H, W), got {input_size}")
         if max_boxes is not None and max_boxes < 1:
             raise UsageError(f"max_boxes must be >= 1 (or None for no limit), got {max_boxes}")
-        self.task = task
-        self.max_boxes = max_boxes
-        self.max_pixels = max_pixels
-        if not isinstance(model, torch.nn.Module):
-            model = _load(model, device, dtype)
-        _check_task_model(model, task)
-        if device is not None:
-            model = model.to(resolve_device(device))
-        dt = resolve_dtype(dtype)
-        if dt is not None:
-            model = model.to(dt)
-        self.model = model.eval()
-        self._run = CompiledForward(self.model) if compile else self.model
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-
-        required = getattr(model, "input_size", None)
-        if required is not None and input_size is not None and tuple(input_size) != tuple(required):
-            raise ValueError(
-                f"this {task} model requires {required[0]}x{required[1]} inputs; "
-                f"input_size {input_size[0]}x{input_size[1]} cannot be used"
-            )
-        native = getattr(getattr(model, "arch", None), "img_size", None)  # 1024x768; tiny 256x192
-        self.input_size: tuple[int, int] = tuple(
-            required or input_size or native or DEFAULT_INPUT_SIZE
-        )  # type: ignore[assignment]
-        stride = getattr(getattr(model, "arch", None), "stride", 16)
-        if self.input_size[0] % stride or self.input_size[1] % stride:
-            raise ValueError(
-                f"input_size {self.input_size} must be a multiple of the patch size {stride}"
-            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.flip_test = flip_test
+        self.task = task
+        self.max_boxes, self.max_pixels = max_boxes, max_pixels
+        self.batch_size, self.flip_test = batch_size, flip_test
+        self.detector, self.bbox_thr, self.nms_thr = detector, bbox_thr, nms_thr
         self._local = threading.local()  # per-thread CUDA stream (see _on_own_stream)
-        self.detector = detector
-        self.bbox_thr, self.nms_thr = bbox_thr, nms_thr
-
+        self.model = _place(model, task, device, dtype)
+        self._run = CompiledForward(self.model) if compile else self.model
+        param = next(self.model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.input_size: tuple[int, int] = _input_size(self.model, task, input_size)
         self.mask_predictor: Predictor | None = None
         if mask_model is not None:
-            if isinstance(mask_model, Predictor):
-                if not mask_model.runner.foreground:
-                    raise ValueError(
-                        f"mask_model must be a segmentation predictor, got {a_task(mask_model.task)} one"
-                    )
-                self.mask_predictor = mask_model
-            else:
-                if not isinstance(mask_model, torch.nn.Module):
-                    mask_model = _load(
-                        mask_model, device if device is not None else self.device, dtype
-                    )
-                mask_task = getattr(mask_model, "task", None)
-                if mask_task is None or not runner_for(mask_task).foreground:
-                    _check_task_model(mask_model, MASK_TASK, what="mask model")
-                self.mask_predictor = Predictor(
-                    mask_task,
-                    mask_model,
-                    device=self.device,
-                    input_size=None if getattr(mask_model, "input_size", None) else self.input_size,
-                    batch_size=batch_size,
+            self.mask_predictor = self._mask_predictor(mask_model, device, dtype)
+
+    def _mask_predictor(self, mask_model, device, dtype) -> Predictor:
+        """The segmentation predictor of ``mask_model`` (a Predictor, a model or a source), at
+        this predictor's input size unless the model requires its own."""
+        if isinstance(mask_model, Predictor):
+            if not mask_model.runner.foreground:
+                raise ValueError(
+                    f"mask_model must be a segmentation predictor, got {a_task(mask_model.task)} one"
                 )
+            return mask_model
+        if not isinstance(mask_model, torch.nn.Module):
+            mask_model = _load(mask_model, device if device is not None else self.device, dtype)
+        mask_task = getattr(mask_model, "task", None)
+        if mask_task is None or not runner_for(mask_task).foreground:
+            _check_task_model(mask_model, MASK_TASK, what="mask model")
+        return Predictor(
+            mask_task,
+            mask_model,
+            device=self.device,
+            input_size=None if getattr(mask_model, "input_size", None) else self.input_size,
+            batch_size=self.batch_size,
+        )
 
     # ------------------------------------------------------------------ public API
     def predict(

@@ -151,6 +151,7 @@ def _load_predictor(args):
     from sapiens2.checkpoints import load_model
     from sapiens2.device import inference_dtype, resolve_device
     from sapiens2.inference import Predictor
+    from sapiens2.inference.predictor import MASK_TASK
     from sapiens2.inference.runners import runner_for
     from sapiens2.models.task import a_task
 
@@ -175,9 +176,11 @@ def _load_predictor(args):
     mask_model = None
     if args.mask_model:
         mask_model = load_model(args.mask_model, device=device, dtype=dtype, allow_nonfinite=allow)
-        if getattr(mask_model, "task", None) != "seg":
+        mask_task = getattr(mask_model, "task", None)
+        if mask_task is None or not runner_for(mask_task).foreground:  # a person-mask model
             raise ValueError(
-                f"--mask-model {args.mask_model} must be a seg checkpoint, got {a_task(getattr(mask_model, 'task', None) or 'backbone')} one"
+                f"--mask-model {args.mask_model} must be a {MASK_TASK} checkpoint, got "
+                f"{a_task(mask_task or 'backbone')} one"
             )
     detector = _load_detector(args, device) if runner_for(args.task).uses_boxes else None
     return Predictor(

@@ -3,7 +3,7 @@
 Two measurements, each interleaved in one process over ``--repeats`` rounds (medians reported):
 
 1. **Overhead of the pipeline** (``--task``, default seg): a folder of ``--images`` JPEG photos of
-   ``--image-size`` goes through ``sapiens2.cli.predict.predict_items`` (background decoding,
+   ``--image-size`` goes through ``sapiens2.inference.engine.predict_items`` (background decoding,
    pre-processing, forward, post-processing, background writing of the pictures and data files),
    against the bare forward passes of the same model on the already pre-processed batches. The
    overhead is ``1 - forward / end-to-end``: what decoding, pre/post-processing and writing add.
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 import sapiens2
-from sapiens2.cli.predict import default_io_workers, predict_items
 from sapiens2.inference import Predictor
+from sapiens2.inference.engine import default_io_workers, predict_items
 from sapiens2.inference.media import expand_media
 from sapiens2.inference.preprocess import letterbox, stretch_resize, to_tensor
-from sapiens2.viz.save import PredictionWriter
+from sapiens2.inference.writer import PredictionWriter
 
 log = logging.getLogger("benchmarks.pipeline")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -36,7 +36,7 @@ from sapiens2.inference.results import (
     PoseResult,
     SegResult,
 )
-from sapiens2.viz.save import PredictionWriter
+from sapiens2.inference.writer import PredictionWriter
 
 TASKS = ("seg", "normal", "albedo", "pointmap", "pose")
 

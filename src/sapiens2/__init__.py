@@ -1,5 +1,8 @@
 """sapiens2: the Sapiens2 human-centric vision model family in PyTorch."""
 
+# the task modules register their heads, runners and outputs with the layers below (last: they
+# import those layers)
+from sapiens2 import tasks
 from sapiens2.checkpoints import (
     CheckpointError,
     create_model,
@@ -24,4 +27,5 @@ __all__ = [
     "push_to_hub",
     "save_model",
     "save_pretrained",
+    "tasks",
 ]

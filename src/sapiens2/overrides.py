@@ -1,6 +1,8 @@
-"""``--set key=value`` overrides of frozen dataclass configs (recipes), shared by fine-tuning,
-pretraining and any other typed config: dotted keys reach nested dataclass sections, values are
-parsed against the field's type, and unknown keys or wrong types are errors that name the key.
+"""The one typed-config parser: ``--set key=value`` overrides of frozen dataclass configs
+(recipes), shared by fine-tuning, pretraining and any other typed config, and :func:`from_dict` for
+config files (the curation config): dotted keys reach nested dataclass sections, values are
+checked against the field's real type hint (:func:`check_value`), and unknown keys or wrong types
+are errors that name the key.
 :func:`require` and :func:`require_finite` give value checks (in ``__post_init__``) the same
 wording."""
 
@@ -58,41 +60,110 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    args = typing.get_args(hint)
+    """A ``--set`` value: strings are parsed for the field's type, then checked like any value."""
+    where = f"recipe key {key}"
+    if isinstance(value, str):
+        value = _parse_text(where, value, hint)
+    return check_value(value, hint, where)
+
+
+def _optional(hint: Any) -> tuple[bool, list[Any]]:
+    """``(allows None, the other members)`` of a union hint (``(False, [hint])`` otherwise)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if value.lower() in ("none", "null") and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
-    if hint is str:
+        args = typing.get_args(hint)
+        return type(None) in args, [a for a in args if a is not type(None)]
+    return False, [hint]
+
+
+def _parse_text(where: str, value: str, hint: Any) -> Any:
+    """The Python value a command-line string stands for, given the field's type."""
+    nullable, members = _optional(hint)
+    if nullable and value.lower() in ("none", "null"):
+        return None
+    hint = members[0]
+    if hint is str or typing.get_origin(hint) is typing.Literal:
         return value
     if hint is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
         if value.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"recipe key {key}: expected a boolean, got {value!r}")
+        raise ValueError(f"{where}: expected a boolean, got {value!r}")
     try:
-        parsed = ast.literal_eval(value)
+        return ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        raise ValueError(f"recipe key {key}: cannot parse {value!r}") from None
-    if hint is float and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return float(parsed)
+        raise ValueError(f"{where}: cannot parse {value!r}") from None
+
+
+def check_value(value: Any, hint: Any, where: str) -> Any:
+    """The one typed-value check of the configs (``--set`` overrides and config files): ``value``
+    against the type hint ``hint``, returned normalised (ints as floats for a float field, lists
+    as tuples); errors name ``where``.
+
+    Raises:
+        ValueError: a value of another type, a tuple of the wrong length, a null where the type
+            does not allow None, a value outside a Literal.
+    """
+    nullable, members = _optional(hint)
+    if value is None:
+        if not nullable:
+            raise ValueError(f"{where}: null is not allowed here")
+        return None
+    hint = members[0]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected a boolean, got {value!r}")
+        return value
     if hint in (int, float):
-        if not isinstance(parsed, hint) or isinstance(parsed, bool):
-            raise ValueError(f"recipe key {key}: expected {hint.__name__}, got {value!r}")
-        return parsed
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(parsed, tuple | list):
-            raise ValueError(f"recipe key {key}: expected a tuple such as 1024,768, got {value!r}")
+        ok = isinstance(value, int | float) if hint is float else isinstance(value, int)
+        if not ok or isinstance(value, bool):
+            raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return float(value) if hint is float else value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected str, got {value!r}")
+        return value
+    if origin is tuple:
         elem = [a for a in args if a is not Ellipsis]
-        if Ellipsis not in args and len(parsed) != len(elem):
-            raise ValueError(f"recipe key {key}: expected {len(elem)} values, got {value!r}")
-        conv = elem[0] if elem else float
-        return tuple(conv(x) for x in parsed)
-    raise ValueError(f"recipe key {key}: unsupported type {hint}")
+        if not isinstance(value, tuple | list):
+            raise ValueError(f"{where}: expected a tuple such as 1024,768, got {value!r}")
+        if Ellipsis not in args and len(value) != len(elem):
+            raise ValueError(f"{where}: expected {len(elem)} values, got {value!r}")
+        return tuple(
+            check_value(v, elem[0] if Ellipsis in args else elem[i], where)
+            for i, v in enumerate(value)
+        )
+    raise ValueError(f"{where}: unsupported type {hint}")
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """A (nested) dataclass ``cls`` from a dict of plain values, as a JSON or TOML config file
+    gives: every key must be a field and every value of its type (:func:`check_value`); nested
+    dataclass fields take nested dicts. Errors start with ``config <dotted key>:``."""
+    label = f"config {where or 'file'}"
+    if not isinstance(data, dict):
+        raise ValueError(f"{label}: expected a table/object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"{label}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+            f"known: {', '.join(sorted(names))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if is_dataclass(hints[key]):
+            kwargs[key] = from_dict(hints[key], value, path)
+        else:
+            kwargs[key] = check_value(value, hints[key], f"config {path}")
+    return cls(**kwargs)
 
 
 def require(ok: bool, key: str, rule: str, value: Any) -> None:

@@ -19,10 +19,10 @@ from tests.inference.fakes import PeakyPoseModel
 
 import sapiens2
 from sapiens2.cli.main import main
-from sapiens2.cli.predict import predict_items
 from sapiens2.errors import BoxesError, OutputError
 from sapiens2.inference import postprocess
 from sapiens2.inference.boxes import as_boxes, load_boxes_json
+from sapiens2.inference.engine import predict_items
 from sapiens2.inference.media import expand_media, safe_name
 from sapiens2.inference.predictor import PosePredictor, Predictor
 from sapiens2.outdir import OutputLock
@@ -218,7 +218,7 @@ def test_boxes_json_is_validated(tmp_path):
 
 
 def test_many_boxes_are_cropped_and_run_in_bounded_batches(monkeypatch):
-    import sapiens2.inference.predictor as predictor_module
+    import sapiens2.inference.runners as predictor_module
 
     model, crops_made = PeakyPoseModel(), []
     real = predictor_module.crop_people
@@ -276,7 +276,7 @@ def test_nonfinite_models_are_refused_and_json_never_holds_nan(models, tmp_path,
 
 
 def test_a_failing_input_does_not_lose_the_others(tmp_path):
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.inference.writer import PredictionWriter
 
     src = tmp_path / "in"
     src.mkdir()

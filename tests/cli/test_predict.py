@@ -13,7 +13,7 @@ from tests.conftest import small_pointmap_model
 
 import sapiens2
 from sapiens2.cli.main import main
-from sapiens2.viz.ply import read_ply
+from sapiens2.inference.ply import read_ply
 
 H, W = 64, 48
 ARGS_SIZE = ["--input-size", "128", "96"]  # the pointmap model's head fixes 128x96 (its own size)
@@ -314,10 +314,10 @@ def test_predict_items_overlaps_writing_and_matches_the_serial_writer(
     """The background writer (one or several rendering threads or processes, frames decoded on
     one or several threads, one or two batches predicted at once) writes the same files as
     writing each result in turn, in order, and reports where the time went."""
-    from sapiens2.cli.predict import predict_items
     from sapiens2.inference import Predictor
+    from sapiens2.inference.engine import predict_items
     from sapiens2.inference.media import FrameReader, expand_media
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.inference.writer import PredictionWriter
 
     items = expand_media([str(media["folder"]), str(media["video"]), str(media["single"])])
     predictor = Predictor(task, sapiens2.load_model(models[task]), input_size=(128, 96))
@@ -355,7 +355,7 @@ def test_prediction_writer_sends_only_its_settings_to_render_processes(models, m
 
     from sapiens2.inference import Predictor
     from sapiens2.inference.media import FrameReader, expand_media
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.inference.writer import PredictionWriter
 
     predictor = Predictor("pose", sapiens2.load_model(models["pose"]), input_size=(128, 96))
     writer = PredictionWriter("pose", tmp_path / "a", kpt_thr=0.2, pictures=True)
@@ -363,10 +363,16 @@ def test_prediction_writer_sends_only_its_settings_to_render_processes(models, m
         first = next(iter(reader))
     result = predictor.predict(first.rgb)
     writer.write(dataclasses.replace(first, last=False), result)  # leaves the video open
-    assert writer._videos and writer._pose_frames
+    assert writer._videos and writer.outputs._frames
     copy = pickle.loads(pickle.dumps(writer))
-    assert (copy.task, copy.out, copy.kpt_thr, copy.pictures) == ("pose", tmp_path / "a", 0.2, True)
-    assert not copy._videos and not copy._pose_frames and not copy._coco and not copy.written
+    assert (copy.task, copy.out, copy.options.kpt_thr, copy.pictures) == (
+        "pose",
+        tmp_path / "a",
+        0.2,
+        True,
+    )
+    assert not copy._videos and not copy.outputs._frames and not copy.outputs._coco
+    assert not copy.written
     image = dataclasses.replace(first, item=dataclasses.replace(first.item, kind="image"))
     [picture] = copy.render(image, result).paths
     assert picture.name == "clip_000000.jpg" and picture.is_file()
@@ -375,7 +381,7 @@ def test_prediction_writer_sends_only_its_settings_to_render_processes(models, m
 
 def test_background_writer_reraises_writer_errors(tmp_path):
     from sapiens2.errors import OutputError
-    from sapiens2.viz.save import BackgroundWriter
+    from sapiens2.inference.writer import BackgroundWriter
 
     class Failing:
         closed = False

@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from tests.conftest import assert_close_rel
-from torch import nn
 
 import sapiens2
 from sapiens2.models.heads import DenseHeadConfig, MattingHead, NormalHead
@@ -61,18 +61,6 @@ def test_matting_head_refuses_other_channel_counts():
 
 
 # --- parity with transformers ----------------------------------------------------------------------
-class _MattingModel(nn.Module):
-    """Backbone then matting head, with the official task-model key prefixes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = sapiens2.create_model("sapiens2_tiny")
-        self.decode_head = MattingHead(64, TINY)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.backbone(x))
-
-
 _BLOCK_NAMES = {  # transformers' names inside model.model.layer.{i} -> official inside blocks.{i}
     "norm1": "ln1",
     "attention.q_proj": "attn.wq",
@@ -162,7 +150,7 @@ def _bf16_rope(monkeypatch, modeling) -> None:
     monkeypatch.setattr(modeling.Sapiens2RMSNorm, "forward", rms_norm)
 
 
-def _peer_pair():
+def _peer_pair(tmp_path):
     transformers = pytest.importorskip("transformers", minversion="5.25")
     config = transformers.Sapiens2Config(
         hidden_size=64, num_hidden_layers=18, num_attention_heads=4, intermediate_size=256,
@@ -177,8 +165,12 @@ def _peer_pair():
     with torch.no_grad():  # random values everywhere (biases and norms too), not the init's
         for p in peer.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    ours = _MattingModel().eval()
-    ours.load_state_dict(transformers_to_official(peer.state_dict(), 16), strict=True)
+    # the official task-file layout, loaded as any checkpoint: load_model finds the arch, the
+    # matting task (decode_head.conv_matting) and the head widths from the keys and shapes
+    path = tmp_path / "matting.safetensors"
+    save_file(transformers_to_official(peer.state_dict(), 16), str(path))
+    ours = sapiens2.load_model(path).eval()
+    assert (ours.task, ours.arch.name, ours.head_config) == ("matting", "sapiens2_tiny", TINY)
     return peer, ours
 
 
@@ -197,11 +189,11 @@ def _our_outputs(ours, x):
         return ours(x), logits
 
 
-def test_matting_model_equals_transformers_with_bf16_rope(monkeypatch):
+def test_matting_model_equals_transformers_with_bf16_rope(monkeypatch, tmp_path):
     pytest.importorskip("transformers", minversion="5.25")
     from transformers.models.sapiens2 import modeling_sapiens2
 
-    peer, ours = _peer_pair()
+    peer, ours = _peer_pair(tmp_path)
     _bf16_rope(monkeypatch, modeling_sapiens2)
     x = torch.randn(2, 3, 64, 48, dtype=torch.float64)
     (ref, ref_logits), (out, logits) = (

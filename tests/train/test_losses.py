@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sapiens2.tasks import create_loss
 from sapiens2.train.losses import (
     AlbedoLoss,
     NormalLoss,
@@ -19,7 +20,6 @@ from sapiens2.train.losses import (
     PoseLossWeights,
     SegLoss,
     SegLossWeights,
-    create_loss,
 )
 from sapiens2.train.losses.albedo import albedo_chromaticity_loss, albedo_grad_loss
 from sapiens2.train.losses.common import dense_l1_loss

@@ -28,7 +28,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sapiens2.train.losses import create_loss
+from sapiens2.tasks import create_loss
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "official"
 RTOL = 1e-5

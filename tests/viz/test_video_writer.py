@@ -12,7 +12,7 @@ import pytest
 from sapiens2.errors import OutputError
 from sapiens2.inference.media import Frame, MediaItem
 from sapiens2.inference.results import SegResult
-from sapiens2.viz.save import PredictionWriter
+from sapiens2.inference.writer import PredictionWriter
 
 H, W, N = 64, 48, 6
 
@@ -52,7 +52,7 @@ def test_a_picture_of_another_size_is_fitted_and_logged(tmp_path, caplog):
     writer = PredictionWriter("seg", tmp_path / "out")
     frames = list(_frames(item, 3))
     writer._add_video_frame(frames[0], np.zeros((H, 2 * W, 3), np.uint8))
-    with caplog.at_level(logging.WARNING, logger="sapiens2.viz.save"):
+    with caplog.at_level(logging.WARNING, logger="sapiens2.inference.writer"):
         writer._add_video_frame(frames[1], np.full((H, 3 * W, 3), 255, np.uint8))
         writer._add_video_frame(frames[2], np.full((H // 2, W, 3), 255, np.uint8))
     writer.close()

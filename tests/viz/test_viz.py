@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sapiens2.data.metadata import keypoints308, seg29
+from sapiens2.inference.ply import read_ply, write_ply
 from sapiens2.viz import (
     DepthRange,
     albedo_to_rgb,
@@ -17,10 +18,8 @@ from sapiens2.viz import (
     seg_picture,
     seg_to_rgb,
     side_by_side,
-    write_ply,
 )
 from sapiens2.viz.layout import fit_into
-from sapiens2.viz.ply import read_ply
 
 
 def test_draw_pose_uses_metadata_colours_and_threshold():

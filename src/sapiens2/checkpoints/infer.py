@@ -17,7 +17,7 @@ from sapiens2.models.heads import (
     PoseHeadConfig,
     SegHeadConfig,
 )
-from sapiens2.models.task import PREDICTOR_KEYS, HeadConfig, Task
+from sapiens2.models.task import HeadConfig, Task, head_spec, head_tasks
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -168,11 +168,12 @@ def detect_task(head_sd: StateDict) -> Task | None:
     """The task of a head state dict (keys without ``decode_head.``), None when empty."""
     if not head_sd:
         return None
-    found = [t for t, key in PREDICTOR_KEYS.items() if f"{key}.weight" in head_sd]
+    keys = {t: head_spec(t).predictor_key for t in head_tasks()}
+    found = [t for t, key in keys.items() if f"{key}.weight" in head_sd]
     if len(found) != 1:
         raise CheckpointError(
             "cannot tell the task of this head: expected exactly one of "
-            f"{', '.join(k + '.weight' for k in PREDICTOR_KEYS.values())}; keys are e.g. "
+            f"{', '.join(k + '.weight' for k in keys.values())}; keys are e.g. "
             f"{list_names(head_sd)}"
         )
     return found[0]
@@ -196,11 +197,12 @@ def infer_head(task: Task, sd: StateDict, token_grid: tuple[int, int] | None = N
     ``token_grid`` (pointmap only) overrides the grid inferred from the scale MLP; our saved files
     record it in their metadata.
     """
-    if task in ("pose", "seg"):
+    spec = head_spec(task)
+    out = _shape(sd, f"{spec.predictor_key}.weight", 4)[0]
+    if spec.config_cls in (PoseHeadConfig, SegHeadConfig):  # the deconv heads
         deconv, deconv_k = _stages(sd, "deconv_layers.", transpose=True)
         conv, conv_k = _stages(sd, "conv_layers.")
-        out = _shape(sd, f"{PREDICTOR_KEYS[task]}.weight", 4)[0]
-        if task == "pose":
+        if spec.config_cls is PoseHeadConfig:
             return PoseHeadConfig(deconv, deconv_k, conv, conv_k, num_keypoints=out)
         return SegHeadConfig(deconv, deconv_k, conv, conv_k, num_classes=out)
     ups = [_shape(sd, f"upsample_blocks.{j}.0.weight", 4) for j in _indices(sd, "upsample_blocks.")]
@@ -212,9 +214,9 @@ def infer_head(task: Task, sd: StateDict, token_grid: tuple[int, int] | None = N
         "upsample_kernel": ups[0][-1],
         "conv_channels": conv,
         "conv_kernels": conv_k,
-        "out_channels": _shape(sd, f"{PREDICTOR_KEYS[task]}.weight", 4)[0],
+        "out_channels": out,
     }
-    if task != "pointmap":
+    if spec.config_cls is not PointmapHeadConfig:
         return DenseHeadConfig(**dense)
     scale, _ = _stages(sd, "scale_conv_layers.")
     linear = [

@@ -162,6 +162,7 @@ def save_model_metadata(model: Sapiens2 | TaskModel) -> dict[str, str]:
     meta = {"sapiens2_arch": (model.cfg if isinstance(model, Sapiens2) else model.arch).name}
     if isinstance(model, TaskModel):
         meta["sapiens2_task"] = model.task
-        if model.task == "pointmap":
-            meta["sapiens2_token_grid"] = ",".join(map(str, model.head_config.token_grid))
+        grid = getattr(model.head_config, "token_grid", None)  # a head with a fixed input size
+        if grid is not None:
+            meta["sapiens2_token_grid"] = ",".join(map(str, grid))
     return meta

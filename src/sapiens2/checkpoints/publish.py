@@ -12,16 +12,9 @@ from sapiens2.checkpoints.transformers import (
     save_pretrained,
 )
 from sapiens2.models import Sapiens2, TaskModel
+from sapiens2.models.task import head_spec
 
 SAPIENS2_LICENSE_URL = "https://github.com/facebookresearch/sapiens2/blob/main/LICENSE.md"
-_PIPELINE_TAGS = {"pose": "keypoint-detection", "seg": "image-segmentation"}
-_TASK_WORDS = {
-    None: "backbone (image features)",
-    "pose": "308-keypoint pose estimation",
-    "seg": "29-class body-part segmentation",
-    "normal": "surface normal estimation",
-    "pointmap": "pointmap (per-pixel 3-D point) estimation",
-}
 
 
 def model_card(
@@ -52,8 +45,9 @@ def model_card(
     meta += ["library_name: sapiens2", "tags:", "- sapiens2", "- human-centric"]
     if task:
         meta.append(f"- {task}")
-    if task in _PIPELINE_TAGS:
-        meta.append(f"pipeline_tag: {_PIPELINE_TAGS[task]}")
+    head = head_spec(task) if task else None
+    if head is not None and head.pipeline_tag:
+        meta.append(f"pipeline_tag: {head.pipeline_tag}")
     if base_model:
         meta.append(f"base_model: {base_model}")
     meta.append("---")
@@ -73,7 +67,7 @@ def model_card(
     body = f"""
 # {name}
 
-A Sapiens2 {_TASK_WORDS[task]} model ({arch.name}){origin}, written by
+A Sapiens2 {head.description if head else "backbone (image features)"} model ({arch.name}){origin}, written by
 [sapiens2](https://pypi.org/project/sapiens2/).
 
 ## Licence

@@ -34,7 +34,8 @@ import torch
 from sapiens2.checkpoints.errors import CheckpointError, list_names
 from sapiens2.models import Sapiens2, TaskModel
 from sapiens2.models.configs import ArchConfig
-from sapiens2.models.heads import DenseHeadConfig, PointmapHeadConfig, PoseHeadConfig
+from sapiens2.models.heads import DenseHeadConfig, PointmapHeadConfig, PoseHeadConfig, SegHeadConfig
+from sapiens2.models.task import head_spec
 from sapiens2.nn.rope import rope_periods
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ TRANSFORMERS_CLASSES: dict[str | None, str] = {
     "seg": "Sapiens2ForSemanticSegmentation",
     "normal": "Sapiens2ForNormalEstimation",
     "pointmap": "Sapiens2ForPointmapEstimation",
+    "matting": "Sapiens2ForImageMatting",
 }
 _TASK_OF_CLASS = {cls: task for task, cls in TRANSFORMERS_CLASSES.items()}
 # Other backbone classes of the same checkpoints.
@@ -97,6 +99,7 @@ _HEADS: dict[str, tuple[tuple[str, str], ...]] = {
     "pose": (*_DECONV_HEAD, ("decode_head.conv_pose.{p}", "decode_head.predictor.{p}")),
     "seg": (*_DECONV_HEAD, ("decode_head.conv_seg.{p}", "decode_head.predictor.{p}")),
     "normal": (*_DENSE_HEAD, ("decode_head.conv_normal.{p}", "decode_head.predictor.{p}")),
+    "matting": (*_DENSE_HEAD, ("decode_head.conv_matting.{p}", "decode_head.predictor.{p}")),
     "pointmap": (
         *_DENSE_HEAD,
         ("decode_head.conv_pointmap.{p}", "decode_head.predictor.{p}"),
@@ -312,15 +315,15 @@ def transformers_config(model: Sapiens2 | TaskModel) -> dict:
 
 
 def _head_config(task: str, head, arch: ArchConfig) -> dict:
-    if isinstance(head, PoseHeadConfig) or task == "seg":
-        out = head.num_keypoints if task == "pose" else head.num_classes
+    if isinstance(head, PoseHeadConfig | SegHeadConfig):  # the deconv heads
+        out = head.num_keypoints if isinstance(head, PoseHeadConfig) else head.num_classes
         hc = {
             "upsample_out_channels": list(head.deconv_channels),
             "upsample_kernel_sizes": list(head.deconv_kernels),
             "conv_out_channels": list(head.conv_channels),
             "conv_kernel_sizes": list(head.conv_kernels),
         }
-        extra = _labels(task, out)
+        extra = _labels(head, out)
     else:
         assert isinstance(head, DenseHeadConfig)
         out = head.out_channels
@@ -350,10 +353,10 @@ def _head_config(task: str, head, arch: ArchConfig) -> dict:
     return {"num_labels": out, "head_config": {"model_type": "sapiens2_head", **hc}, **extra}
 
 
-def _labels(task: str, count: int) -> dict:
+def _labels(head, count: int) -> dict:
     from sapiens2.data.metadata import keypoints308, seg29
 
-    if task == "pose":
+    if isinstance(head, PoseHeadConfig):
         meta = keypoints308()
         if count != meta.num_keypoints:
             return {}
@@ -434,7 +437,12 @@ def adapt_transformers_checkpoint(
             device = next(iter(sd.values())).device if sd else None
             sd = {**sd, periods: rope_periods(head_dim, base, rope_dtype, device=device)}
     metadata = dict(metadata)
-    if task == "pointmap" and "sapiens2_token_grid" not in metadata:
+    # a head with a fixed input size (the pointmap's scale MLP): its token grid from image_size
+    if (
+        task
+        and head_spec(task).config_cls is PointmapHeadConfig
+        and ("sapiens2_token_grid" not in metadata)
+    ):
         size, patch = cfg.get("image_size"), cfg.get("patch_size", 16)
         if isinstance(size, list) and len(size) == 2:
             metadata["sapiens2_token_grid"] = f"{size[0] // patch},{size[1] // patch}"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from sapiens2.models.task import TASKS
+from sapiens2.tasks import task_names
 
-__all__ = ["TASKS", "HelpFormatter", "add_device_argument", "add_hidden_alias", "add_task_argument"]
+__all__ = ["HelpFormatter", "add_device_argument", "add_hidden_alias", "add_task_argument"]
 
 DEVICE_DEFAULT = "auto"
 
@@ -50,11 +50,11 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_task_argument(
     parser: argparse.ArgumentParser,
-    choices: tuple[str, ...] = TASKS,
+    choices: tuple[str, ...] | None = None,
     help: str = "the model's task",
 ) -> None:
-    """``--task`` (required), one of ``choices``."""
-    parser.add_argument("--task", required=True, choices=choices, help=help)
+    """``--task`` (required), one of ``choices`` (default: the registered tasks)."""
+    parser.add_argument("--task", required=True, choices=choices or task_names(), help=help)
 
 
 def add_hidden_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:

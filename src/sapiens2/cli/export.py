@@ -7,7 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from sapiens2.cli.common import TASKS, add_task_argument
+from sapiens2.cli.common import add_task_argument
+from sapiens2.tasks import task_names
 
 NAME = "export"
 HELP = "export a task model or the person detector to torch.export (.pt2) or ONNX"
@@ -29,7 +30,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    add_task_argument(parser, choices=(*TASKS, "detector"), help="what the model is")
+    add_task_argument(parser, choices=(*task_names(), "detector"), help="what the model is")
     parser.add_argument(
         "--model", required=True, metavar="SOURCE",
         help="task checkpoint (file, folder or hub id); for --task detector an RTMDet checkpoint",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from sapiens2.cli.common import TASKS
+from sapiens2.tasks import task_names
 
 NAME = "models"
 HELP = "list the Sapiens2 architectures with their sizes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, help="also count this task's head")
+    parser.add_argument("--task", choices=task_names(), help="also count this task's head")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,45 +1,48 @@
-"""``sapiens2 predict``: run a task model on images, folders, globs and videos."""
+"""``sapiens2 predict``: run a task model on images, folders, globs and videos (parse the flags,
+load the models, run :func:`sapiens2.inference.engine.predict_items`, report)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from sapiens2.cli.common import add_device_argument, add_task_argument
 
 NAME = "predict"
-HELP = "run a pose / seg / normal / pointmap / albedo model on images and videos"
+HELP = "run a task model (pose, seg, normal, ...) on images and videos"
 
 logger = logging.getLogger(__name__)
 
 
-EPILOG = """\
-outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures in <out>/<video>.mp4):
-  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result; not with --no-pictures)
-  pose       predictions.json      official schema (one <video>_predictions.json per video)
-             coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout)
-  seg        <name>_seg.png        uint8 class ids 0..28 (+ <name>_seg.npy int64 with --save-npy)
-  normal     <name>_normal.npy     float32 (H, W, 3) camera-frame normals, and <name>_normal.png
-  pointmap   <name>_depth.npy      float32 (H, W) metres, <name>.ply point cloud, <name>_depth.png
-  albedo     <name>_albedo.png     RGB albedo
-
+EXAMPLES = """\
 examples:
   sapiens2 predict --task pose --model facebook/sapiens2-pose-0.4b --out out/ photos/ clip.mp4
   sapiens2 predict --task seg --model facebook/sapiens2-seg-1b --out seg/ photos/
   sapiens2 predict --task normal --model facebook/sapiens2-normal-1b --mask-dir seg/ --out n/ photos/
+  sapiens2 predict --task matting --model facebook/sapiens2-matting-1b --background beach.jpg --out m/ photos/
 """
 
 
+def epilog() -> str:
+    """The outputs table (from each task's outputs) and the examples."""
+    from sapiens2.inference.outputs import outputs_help
+    from sapiens2.tasks import task_names
+
+    lines = [
+        "outputs, per image <name> (video frames: <out>/<video>/<video>_<frame:06d>..., pictures "
+        "in <out>/<video>.mp4):",
+        "  all tasks  <name>.jpg            the picture (pose: skeletons; dense: input | result; "
+        "not with --no-pictures)",
+    ]
+    for task in task_names():
+        for i, line in enumerate(outputs_help(task)):
+            lines.append(f"  {task if i == 0 else '':<10} {line}")
+    return "\n".join(lines) + "\n\n" + EXAMPLES
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EPILOG
+    parser.epilog = epilog()
     parser.add_argument(
         "media", nargs="+", metavar="MEDIA", help="images, folders, glob patterns or videos"
     )
@@ -95,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-npy", action="store_true", help="seg: also save labels as <name>_seg.npy"
     )
     parser.add_argument(
+        "--background", default="green", metavar="COLOUR|FILE",
+        help="matting: what <name>_composite.png puts the person over: a colour (green, blue, "
+        "white, black, gray, R,G,B or #RRGGBB) or an image file (resized to each image)",
+    )  # fmt: skip
+    parser.add_argument(
         "--coco-layout",
         default="goliath308",
         choices=("goliath308", "coco17", "coco_wholebody133"),
@@ -139,21 +147,12 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def default_io_workers() -> int:
-    """Decode/write threads: enough to keep a GPU fed, few enough to leave a CPU forward alone."""
-    return max(1, min(8, (os.cpu_count() or 1) // 2))
-
-
-def default_render_processes() -> int:
-    """Render processes beside a GPU: three quarters of the cores (12 of 16 keep up with a 0.4B
-    model on an H100 at ~80 photos/s, 8 do not)."""
-    return max(1, min(16, 3 * (os.cpu_count() or 1) // 4))
-
-
 def _load_predictor(args):
     from sapiens2.checkpoints import load_model
     from sapiens2.device import inference_dtype, resolve_device
     from sapiens2.inference import Predictor
+    from sapiens2.inference.predictor import MASK_TASK
+    from sapiens2.inference.runners import runner_for
     from sapiens2.models.task import a_task
 
     device = resolve_device(args.device)
@@ -177,11 +176,13 @@ def _load_predictor(args):
     mask_model = None
     if args.mask_model:
         mask_model = load_model(args.mask_model, device=device, dtype=dtype, allow_nonfinite=allow)
-        if getattr(mask_model, "task", None) != "seg":
+        mask_task = getattr(mask_model, "task", None)
+        if mask_task is None or not runner_for(mask_task).foreground:  # a person-mask model
             raise ValueError(
-                f"--mask-model {args.mask_model} must be a seg checkpoint, got {a_task(getattr(mask_model, 'task', None) or 'backbone')} one"
+                f"--mask-model {args.mask_model} must be a {MASK_TASK} checkpoint, got "
+                f"{a_task(mask_task or 'backbone')} one"
             )
-    detector = _load_detector(args, device) if args.task == "pose" else None
+    detector = _load_detector(args, device) if runner_for(args.task).uses_boxes else None
     return Predictor(
         args.task,
         model,
@@ -242,213 +243,30 @@ def _load_detector(args, device):
     return load_detector(source, device=device, allow_nonfinite=args.allow_nonfinite)
 
 
-@dataclass
-class PredictStats:
-    """What :func:`predict_items` did and where its wall time went (seconds).
-
-    ``predict_seconds`` is spent waiting for ``Predictor.predict`` (pre-processing, forward,
-    decoding), ``read_wait_seconds`` waiting for the background decoder, ``write_wait_seconds``
-    waiting for the background writer (a full queue, and the final drain); the writer's own work
-    is ``write_seconds`` (summed over its threads) and overlaps with the rest.
-    """
-
-    frames: int = 0
-    people: int = 0
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    predict_seconds: float = 0.0
-    read_wait_seconds: float = 0.0
-    write_wait_seconds: float = 0.0
-    write_seconds: float = 0.0
-
-
-def predict_items(
-    predictor,
-    items,
-    writer,
-    *,
-    batch_size: int = 4,
-    boxes_table: dict | None = None,
-    mask_dir: Path | None = None,
-    progress: bool = True,
-    io_workers: int = 1,
-    in_flight: int | None = None,
-    render_processes: bool | None = None,
-    render_workers: int | None = None,
-    max_pixels: int | None = -1,
-) -> PredictStats:
-    """Predict on media items (from ``expand_media``) and write the outputs with ``writer`` (a
-    ``PredictionWriter``), closing it at the end. Unreadable files (and images over
-    ``max_pixels``) are logged, counted in ``skipped`` and passed over; a frame whose prediction
-    fails with an error about that input (bad boxes or mask, out of memory) is logged and counted
-    in ``failed`` (frame name, reason), and the run goes on with the others.
-
-    Frames are decoded (and resized for the network, ``predictor.prepare``) on ``io_workers``
-    threads, and outputs drawn and written on ``render_workers`` threads or, with
-    ``render_processes``, processes, so that both overlap with the forward passes. ``in_flight``
-    batches are predicted at once, each on its own thread (and on CUDA its own stream; default: 2
-    on an accelerator, so that one batch's CPU work overlaps with the other's forward; 1 on a CPU,
-    whose cores the forward already keeps busy). Results are written in input order either way.
-
-    ``render_processes`` defaults to on for seg and pose on an accelerator, where the threads that
-    drive the model must not wait for the interpreter lock (the other dense tasks' float maps
-    cost more to send to a process than the lock costs); ``render_workers`` to ``io_workers``
-    threads or :func:`default_render_processes` processes. ``max_pixels``: see
-    :mod:`sapiens2.limits` (-1: the default limit, None: none).
-    """
-    from sapiens2.inference.boxes import lookup_boxes
-    from sapiens2.inference.media import FrameReader, count_frames, find_mask, read_mask
-    from sapiens2.viz.save import BackgroundWriter
-
-    if in_flight is None:
-        in_flight = 1 if predictor.device.type == "cpu" else 2
-    if in_flight < 1:
-        raise ValueError(f"in_flight must be >= 1, got {in_flight}")
-    if render_processes is None:
-        render_processes = predictor.device.type != "cpu" and predictor.task in ("seg", "pose")
-    if render_workers is None:
-        render_workers = default_render_processes() if render_processes else io_workers
-    stats = PredictStats()
-    start = time.perf_counter()
-    batch: list = []
-    running: deque[tuple[list, dict, Future]] = deque()  # batches being predicted, in order
-    item_errors = _item_errors()
-
-    def fail(frame, err: BaseException) -> None:
-        logger.warning("%s: prediction failed, going on with the others: %s", frame.name, err)
-        logger.debug("%s: prediction failed", frame.name, exc_info=err)
-        stats.failed.append((frame.name, str(err)))
-        bar.update(1)
-
-    def one_by_one(frames: list, kwargs: dict) -> list[tuple]:
-        """After a batch failed: each frame alone, so that one bad input costs only itself."""
-        done = []
-        for j, frame in enumerate(frames):
-            try:
-                one = {k: [v[j]] for k, v in kwargs.items()}
-                done.append((frame, predictor.predict([_input(frame)], **one)[0]))
-            except item_errors as err:
-                fail(frame, err)
-        return done
-
-    def finish_oldest() -> None:
-        frames, kwargs, future = running.popleft()
-        t0 = time.perf_counter()
-        try:
-            done = list(zip(frames, future.result(), strict=True))
-        except item_errors:
-            done = one_by_one(frames, kwargs)
-        t1 = time.perf_counter()
-        stats.predict_seconds += t1 - t0
-        for frame, result in done:
-            background.submit(frame, result)
-            stats.people += getattr(result, "num_people", 0)
-        stats.write_wait_seconds += time.perf_counter() - t1
-        stats.frames += len(done)
-        bar.update(len(done))
-
-    def flush() -> None:
-        if not batch:
-            return
-        frames, boxes, masks = [], [], []
-        for f in batch:
-            try:
-                if boxes_table is not None:
-                    key = f.item.path.name if f.item.kind == "image" else f.name
-                    boxes.append(lookup_boxes(boxes_table, key))
-                if mask_dir:
-                    path = find_mask(mask_dir, f)
-                    if path is None:
-                        logger.warning("no mask for %s in %s; not masking it", f.name, mask_dir)
-                    masks.append(read_mask(path) if path is not None else None)
-            except item_errors as err:
-                del boxes[len(frames) :], masks[len(frames) :]
-                fail(f, err)
-                continue
-            frames.append(f)
-        batch.clear()
-        if not frames:
-            return
-        kwargs = {}
-        if boxes_table is not None:
-            kwargs["boxes"] = boxes
-        if mask_dir:
-            kwargs["masks"] = masks
-        while len(running) >= in_flight:
-            finish_oldest()
-        inputs = [_input(f) for f in frames]
-        running.append((frames, kwargs, pool.submit(predictor.predict, inputs, **kwargs)))
-
-    with (
-        FrameReader(
-            items,
-            workers=io_workers,
-            prepare=getattr(predictor, "prepare", None),
-            max_pixels=max_pixels,
-        ) as reader,
-        BackgroundWriter(writer, workers=render_workers, processes=render_processes) as background,
-        ThreadPoolExecutor(in_flight, thread_name_prefix="sapiens2-predict") as pool,
-        tqdm(
-            total=count_frames(items), unit="img", desc=predictor.task, disable=not progress
-        ) as bar,
-    ):
-        frames = iter(reader)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            stats.read_wait_seconds += time.perf_counter() - t0
-            if frame is None:
-                break
-            if frame.error is not None:
-                logger.warning("skipping %s: %s", frame.item.path, frame.error)
-                stats.skipped.append((frame.item.path, frame.error))
-                bar.update(1)
-                continue
-            batch.append(frame)
-            if len(batch) >= batch_size or (frame.item.kind == "video" and frame.last):
-                flush()
-        flush()
-        while running:
-            finish_oldest()
-        t0 = time.perf_counter()
-        background.close()
-        stats.write_wait_seconds += time.perf_counter() - t0
-        stats.write_seconds = background.seconds
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
-def _input(frame):
-    """What a frame gives ``Predictor.predict``: its prepared network input, else its pixels."""
-    return frame.rgb if frame.prepared is None else frame.prepared
-
-
-def _item_errors() -> tuple[type[BaseException], ...]:
-    """Errors that concern one input (bad boxes, a bad mask, an input too big for the memory):
-    the frame is skipped and the run goes on. Anything else is a bug and stops the run."""
-    import cv2
-    import torch
-
-    from sapiens2.errors import Sapiens2Error
-
-    oom = getattr(torch, "OutOfMemoryError", MemoryError)
-    return (Sapiens2Error, ValueError, MemoryError, oom, cv2.error)
+def _either(tasks: tuple[str, ...]) -> str:
+    """``"pose"``, ``"normal, pointmap or albedo"``."""
+    return tasks[0] if len(tasks) == 1 else f"{', '.join(tasks[:-1])} or {tasks[-1]}"
 
 
 def run(args: argparse.Namespace) -> int:
     from sapiens2.device import resolve_device
     from sapiens2.errors import UsageError
     from sapiens2.inference.media import expand_media
+    from sapiens2.inference.runners import runner_for, runner_tasks
     from sapiens2.outdir import OutputLock, command_line, prepare_out_dir
 
     resolve_device(args.device)  # an unavailable device is reported before anything is read
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.boxes and args.task != "pose":
-        raise ValueError("--boxes is only used with --task pose")
-    if args.mask_dir and args.task in ("pose", "seg"):
-        raise ValueError("--mask-dir is only used with --task normal, pointmap or albedo")
+    runner = runner_for(args.task)
+    if args.boxes and not runner.uses_boxes:
+        raise ValueError(
+            f"--boxes is only used with --task {_either(runner_tasks(uses_boxes=True))}"
+        )
+    if args.mask_dir and not runner.uses_masks:
+        raise ValueError(
+            f"--mask-dir is only used with --task {_either(runner_tasks(uses_masks=True))}"
+        )
     if args.io_workers is not None and args.io_workers < 1:
         raise ValueError(f"--io-workers must be >= 1, got {args.io_workers}")
     if args.mask_dir and not args.mask_dir.is_dir():
@@ -467,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, items) -> int:
     from sapiens2.inference.boxes import load_boxes_json, unmatched_keys
-    from sapiens2.viz.save import PredictionWriter
+    from sapiens2.inference.engine import default_io_workers, predict_items
+    from sapiens2.inference.writer import PredictionWriter
 
     boxes_table = None
     if args.boxes:
@@ -487,6 +306,7 @@ def _run(args: argparse.Namespace, items) -> int:
         save_npy=args.save_npy,
         coco_layout=args.coco_layout,
         pictures=args.pictures,
+        background=args.background,
     )
     logger.info(
         "%s model on %s, input %dx%d, %d inputs",
@@ -526,7 +346,7 @@ def _run(args: argparse.Namespace, items) -> int:
         f"{args.task}: {done} frame(s) ({images} image(s), {done - images} video frame(s) "
         f"from {videos} video(s)) in {stats.seconds:.1f} s"
     )
-    if args.task == "pose":
+    if predictor.runner.uses_boxes:
         summary += f", {stats.people} person instance(s)"
     summary += f"; outputs in {args.out}"
     if skipped:

@@ -13,7 +13,9 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
+
+from sapiens2.overrides import from_dict
 
 #: settings that change how fast a run goes, never what it writes
 EXECUTION_KEYS = ("workers", "batch_size", "torch_threads", "device", "rows_per_part")
@@ -230,59 +232,9 @@ def _check(c: CurateConfig) -> None:
         raise ValueError("invalid curation config: " + "; ".join(errors))
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"config {where or 'file'}: expected a table/object, got {type(data).__name__}"
-        )
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"config {where or 'file'}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
-            f"known: {', '.join(sorted(names))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        path = f"{where}.{key}" if where else key
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, path)
-            continue
-        kwargs[key] = _coerce(value, hint, path)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    text = str(hint)
-    if value is None:
-        if "None" not in text:
-            raise ValueError(f"config {path}: null is not allowed here")
-        return None
-    if "tuple" in text:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
-            raise ValueError(f"config {path}: expected a list of integers, got {value!r}")
-        return tuple(value)
-    if hint is bool or text.startswith("bool"):
-        ok = isinstance(value, bool)
-    elif hint is int or text.startswith("int"):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float or text.startswith("float"):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str or text.startswith("str"):
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        raise ValueError(f"config {path}: expected {text}, got {value!r}")
-    return value
-
-
 def config_from_dict(data: dict[str, Any]) -> CurateConfig:
     """Build a :class:`CurateConfig` from nested dicts (unknown keys and wrong types are errors)."""
-    return _build(CurateConfig, data, "")
+    return from_dict(CurateConfig, data)
 
 
 def load_config(path: str | Path | None) -> CurateConfig:

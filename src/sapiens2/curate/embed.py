@@ -13,8 +13,6 @@ import numpy as np
 
 from sapiens2.curate.person import resolve_model_source
 
-NUM_PREFIX_TOKENS = 9  # class token + 8 storage tokens before the patches
-
 
 class BackboneEmbedder:
     """Image -> L2-normalised float32 embedding ``(D,)``.
@@ -67,8 +65,14 @@ class BackboneEmbedder:
             stretch_resize(rgb, self.input_size)[None], device=self.device, dtype=torch.float32
         )
         with torch.inference_mode():
-            tokens = backbone.forward_features(x)[0].float()
-        v = tokens[0] if self.pool == "cls" else tokens[NUM_PREFIX_TOKENS:].mean(0)
+            # the backbone knows its prefix tokens (class, storage) and where the patches start
+            split = backbone.split_tokens(backbone.forward_features(x).float())
+        if self.pool == "cls":
+            if split.cls is None:
+                raise ValueError("pool 'cls' needs a backbone with a class token; use pool 'mean'")
+            v = split.cls[0]
+        else:
+            v = split.patches[0].mean(0)
         v = v.cpu().numpy().astype(np.float32)
         return v / max(float(np.linalg.norm(v)), 1e-12)
 

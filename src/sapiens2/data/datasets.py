@@ -36,6 +36,7 @@ from sapiens2.data.formats import (
     read_image,
 )
 from sapiens2.data.geometry import bbox_xywh_to_xyxy
+from sapiens2.data.image import IMAGE_MEAN, IMAGE_STD
 from sapiens2.data.shards import ShardIndex, is_url
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MEAN = (123.675, 116.28, 103.53)
-IMAGE_STD = (58.395, 57.12, 57.375)
 _MEAN = np.array(IMAGE_MEAN, dtype=np.float32)
 _STD = np.array(IMAGE_STD, dtype=np.float32)
 
@@ -174,69 +173,41 @@ def default_transforms(
     input_hw: tuple[int, int] = (1024, 768),
     seg_classes: SegClasses | None = None,
 ) -> list[T.Transform]:
-    """The official train / eval pipeline of ``task`` (without normalisation and target packing).
+    """The official train / eval pipeline of ``task`` (without normalisation and target packing):
+    its dataset class's :meth:`~_TaskDataset.default_pipeline`.
 
     Args:
-        task: "pose", "seg", "normal", "pointmap", "albedo" or "matting".
+        task: a task with a dataset class (:func:`dataset_class`).
         train: training augmentations, else the deterministic eval pipeline.
         input_hw: network input (H, W).
         seg_classes: class list whose flip pairs the seg flip uses (default 29 classes).
     """
+    return dataset_class(task).default_pipeline(train, input_hw, seg_classes)
+
+
+def _flip(seg_classes: SegClasses | None, p: float) -> T.Transform:
     pairs = (seg_classes or SegClasses.default()).flip_pairs
-    flip = lambda p: T.HorizontalFlip(p, seg_flip_pairs=pairs)  # noqa: E731
-    if task == "pose":
-        if not train:
-            return [T.TopdownBoxFromBBox(1.25), T.TopdownAffine(input_hw)]
-        return [
-            T.TopdownBoxFromBBox(1.25),
-            flip(0.5),
-            T.RandomHalfBody(p=0.3),
-            T.RandomBBoxTransform(),
-            T.TopdownAffine(input_hw),
-            T.PhotoMetricDistortion(p=0.8),
-            T.RandomBoxBlur(p=0.1),
-            T.RandomMedianBlur(p=0.1),
-            T.RandomCoarseDropout(p=1.0, holes=1, size_range=(0.2, 0.4)),
-        ]
-    if task == "seg":
-        if not train:
-            return [T.Resize(input_hw, labels=False)]
-        return [
-            T.RandomScale(p=1.0, scale_range=(0.4, 2.0), base_hw=input_hw),
-            T.RandomCrop(input_hw, p=0.3, cat_max_ratio=0.75),
-            T.RandomGaussianBlur(p=0.3),
-            T.RandomGaussianNoise(p=0.3),
-            T.RandomRotate(p=0.5, max_deg=60),
-            flip(0.5),
-            T.PhotoMetricDistortion(p=1.0),
-            T.Resize(input_hw),
-        ]
-    if task in ("normal", "pointmap", "albedo", "matting"):
-        if not train:
-            return [T.Letterbox(input_hw)]
-        # matting (our choice, no official recipe): the albedo pipeline
-        pre = [T.PhotoMetricDistortion(p=1.0)] if task not in ("albedo", "matting") else []
-        if task == "normal":
-            pre.append(T.RandomDownUpSample(p=0.2))
-        geo = [
-            T.RandomScale(p=0.3),
-            T.RandomCropContinuous(p=0.3),
-            flip(0.3),
-            T.Letterbox(input_hw),
-        ]
-        post: list[T.Transform] = []
-        if task == "normal":
-            post = [
-                T.RandomGaussianBlur(p=0.3),
-                T.RandomGaussianNoise(p=0.3),
-                T.RandomSolarize(p=0.3),
-            ]
-        elif task in ("albedo", "matting"):
-            post = [T.RandomGaussianNoise(p=0.2)]
-        return [*pre, *geo, *post]
-    raise ValueError(
-        f"unknown task {task!r}; expected pose, seg, normal, pointmap, albedo or matting"
-    )
+    return T.HorizontalFlip(p, seg_flip_pairs=pairs)
+
+
+def _dense_pipeline(
+    train: bool,
+    input_hw: tuple[int, int],
+    seg_classes: SegClasses | None,
+    pre: Sequence[T.Transform] = (),
+    post: Sequence[T.Transform] = (),
+) -> list[T.Transform]:
+    """The letterboxed dense pipeline (normal, pointmap, albedo, matting): ``pre`` photometric
+    steps, random scale / crop / flip, letterbox, ``post`` noise steps; eval: the letterbox."""
+    if not train:
+        return [T.Letterbox(input_hw)]
+    geo = [
+        T.RandomScale(p=0.3),
+        T.RandomCropContinuous(p=0.3),
+        _flip(seg_classes, 0.3),
+        T.Letterbox(input_hw),
+    ]
+    return [*pre, *geo, *post]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +215,19 @@ def default_transforms(
 
 
 class _TaskDataset(Dataset):
+    """A task's dataset. Subclasses set ``task`` (the name their task module uses), ``fields``
+    (what a sample holds, :data:`~sapiens2.data.formats.TASK_FIELDS`) and their
+    :meth:`default_pipeline`."""
+
     task = ""
+    folder_check = True  # check the folder's label files up front (pose reads pose.json)
+
+    @classmethod
+    def default_pipeline(
+        cls, train: bool, input_hw: tuple[int, int], seg_classes: SegClasses | None = None
+    ) -> list[T.Transform]:
+        """The official train / eval pipeline (without normalisation and target packing)."""
+        raise NotImplementedError
 
     def __init__(
         self,
@@ -265,11 +248,9 @@ class _TaskDataset(Dataset):
         self.epoch = 0
         self.max_retries = max_retries
         if transforms is None:
-            transforms = default_transforms(
-                self.task, self.train, self.input_hw, self.source.seg_classes
-            )
+            transforms = self.default_pipeline(self.train, self.input_hw, self.source.seg_classes)
         self.pipeline = T.Compose(transforms)
-        if isinstance(self.source, _FolderSource) and self.task != "pose":
+        if isinstance(self.source, _FolderSource) and self.folder_check:
             self.source.folder.check(self.task)
         if len(self) == 0:
             raise DataError(f"{self.source.describe()}: no samples for task {self.task!r}")
@@ -317,6 +298,21 @@ class SegDataset(_TaskDataset):
 
     task = "seg"
 
+    @classmethod
+    def default_pipeline(cls, train, input_hw, seg_classes=None):
+        if not train:
+            return [T.Resize(input_hw, labels=False)]
+        return [
+            T.RandomScale(p=1.0, scale_range=(0.4, 2.0), base_hw=input_hw),
+            T.RandomCrop(input_hw, p=0.3, cat_max_ratio=0.75),
+            T.RandomGaussianBlur(p=0.3),
+            T.RandomGaussianNoise(p=0.3),
+            T.RandomRotate(p=0.5, max_deg=60),
+            _flip(seg_classes, 0.5),
+            T.PhotoMetricDistortion(p=1.0),
+            T.Resize(input_hw),
+        ]
+
     def load(self, index: int) -> T.Sample:
         f = self._fields(index)
         return T.Sample(image=f["image"], seg=f["seg"], key=self.source.ids[index])
@@ -342,6 +338,12 @@ class NormalDataset(_TaskDataset):
     ``mask`` (H, W) bool, ``key``. Training drops samples with < 16 valid pixels or > 96% coverage."""
 
     task = "normal"
+
+    @classmethod
+    def default_pipeline(cls, train, input_hw, seg_classes=None):
+        pre = [T.PhotoMetricDistortion(p=1.0), T.RandomDownUpSample(p=0.2)]
+        post = [T.RandomGaussianBlur(p=0.3), T.RandomGaussianNoise(p=0.3), T.RandomSolarize(p=0.3)]
+        return _dense_pipeline(train, input_hw, seg_classes, pre, post)
 
     def load(self, index: int) -> T.Sample:
         f = self._fields(index)
@@ -373,6 +375,10 @@ class PointmapDataset(_TaskDataset):
     ``sapiens/dense/src/datasets/transforms/pointmap_transforms.py``)."""
 
     task = "pointmap"
+
+    @classmethod
+    def default_pipeline(cls, train, input_hw, seg_classes=None):
+        return _dense_pipeline(train, input_hw, seg_classes, [T.PhotoMetricDistortion(p=1.0)])
 
     def __init__(self, *args: Any, canonical_focal_length: float = 768.0, **kwargs: Any):
         self.canonical_focal_length = canonical_focal_length
@@ -411,6 +417,10 @@ class AlbedoDataset(_TaskDataset):
 
     task = "albedo"
 
+    @classmethod
+    def default_pipeline(cls, train, input_hw, seg_classes=None):
+        return _dense_pipeline(train, input_hw, seg_classes, (), [T.RandomGaussianNoise(p=0.2)])
+
     def load(self, index: int) -> T.Sample:
         f = self._fields(index)
         return T.Sample(
@@ -440,6 +450,11 @@ class MattingDataset(_TaskDataset):
     our choice as there is no official matting recipe; letterbox padding has alpha 0."""
 
     task = "matting"
+
+    @classmethod
+    def default_pipeline(cls, train, input_hw, seg_classes=None):
+        # our choice, no official recipe: the albedo pipeline
+        return _dense_pipeline(train, input_hw, seg_classes, (), [T.RandomGaussianNoise(p=0.2)])
 
     def load(self, index: int) -> T.Sample:
         f = self._fields(index)
@@ -477,6 +492,23 @@ class PoseDataset(_TaskDataset):
     """
 
     task = "pose"
+    folder_check = False
+
+    @classmethod
+    def default_pipeline(cls, train, input_hw, seg_classes=None):
+        if not train:
+            return [T.TopdownBoxFromBBox(1.25), T.TopdownAffine(input_hw)]
+        return [
+            T.TopdownBoxFromBBox(1.25),
+            _flip(seg_classes, 0.5),
+            T.RandomHalfBody(p=0.3),
+            T.RandomBBoxTransform(),
+            T.TopdownAffine(input_hw),
+            T.PhotoMetricDistortion(p=0.8),
+            T.RandomBoxBlur(p=0.1),
+            T.RandomMedianBlur(p=0.1),
+            T.RandomCoarseDropout(p=1.0, holes=1, size_range=(0.2, 0.4)),
+        ]
 
     def __init__(
         self,
@@ -644,22 +676,24 @@ class ImageDataset(Dataset):
         return item
 
 
-_DATASETS: dict[str, type[_TaskDataset]] = {
-    "pose": PoseDataset,
-    "seg": SegDataset,
-    "normal": NormalDataset,
-    "pointmap": PointmapDataset,
-    "albedo": AlbedoDataset,
-    "matting": MattingDataset,
-}
+def _dataset_classes() -> dict[str, type[_TaskDataset]]:
+    """Every task dataset class by its ``task`` (the subclasses of :class:`_TaskDataset`)."""
+    out: dict[str, type[_TaskDataset]] = {}
+    todo = list(_TaskDataset.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        if cls.task:
+            out.setdefault(cls.task, cls)
+    return out
 
 
 def dataset_class(task: str) -> type[_TaskDataset]:
-    """The dataset class of ``task`` ("pose", "seg", "normal", "pointmap", "albedo" or
-    "matting")."""
-    if task not in _DATASETS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(_DATASETS)}")
-    return _DATASETS[task]
+    """The dataset class of ``task`` (the one whose ``task`` attribute it is)."""
+    classes = _dataset_classes()
+    if task not in classes:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(classes)}")
+    return classes[task]
 
 
 def validate_dataset(

@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sapiens2.data.image import read_image
 from sapiens2.data.metadata import keypoints308, seg29
 from sapiens2.errors import DataError
 from sapiens2.limits import DEFAULT, check_image_header
@@ -187,14 +188,6 @@ def decode_image(data: bytes, name: str, max_pixels: int | None = DEFAULT) -> np
     if arr.shape[2] == 3:
         return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     raise DataError(f"{name}: image has {arr.shape[2]} channels")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; a missing file raises :class:`DataError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: {'not a regular file' if p.exists() else 'missing image'}")
-    return decode_image(p.read_bytes(), str(p))
 
 
 def decode_mask(data: bytes, name: str, hw: tuple[int, int] | None = None) -> np.ndarray:

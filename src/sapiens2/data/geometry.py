@@ -242,3 +242,23 @@ def letterbox_intrinsics(K: np.ndarray, params: LetterboxParams) -> np.ndarray:
     K2[0, 2] += params.left
     K2[1, 2] += params.top
     return K2
+
+
+def keypoints_in_image(keypoints: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Which keypoints lie on the image: finite, ``0 <= x < W`` and ``0 <= y < H``.
+
+    Top-down keypoints can land outside the image: the crop around a person is padded (1.25x)
+    and widened to the network's aspect ratio, so it reaches past the image borders.
+
+    Args:
+        keypoints: ``(..., 2)`` image coordinates ``(x, y)``.
+        image_size: ``(H, W)``.
+
+    Returns:
+        ``(...)`` bool.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    h, w = image_size
+    x, y = kp[..., 0], kp[..., 1]
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(kp).all(-1) & (x >= 0) & (x < w) & (y >= 0) & (y < h)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from sapiens2.data.image import check_rgb
 from sapiens2.detect.config import DetectorTestConfig
 
 
@@ -32,13 +33,9 @@ class LetterboxMeta:
 
 
 def check_rgb_image(image: np.ndarray, name: str = "image") -> None:
-    """Raise ValueError unless ``image`` is an (H, W, 3) uint8 array with H, W >= 1."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name} must be an (H, W, 3) RGB image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 (0-255 RGB), got dtype {image.dtype}")
+    """Raise unless ``image`` is an (H, W, 3) uint8 array with H, W >= 1 (:func:`sapiens2.data.
+    image.check_rgb`)."""
+    check_rgb(image, name)
 
 
 def letterbox(image_rgb: np.ndarray, cfg: DetectorTestConfig) -> tuple[np.ndarray, LetterboxMeta]:

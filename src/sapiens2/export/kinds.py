@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sapiens2.inference.preprocess import MEAN, STD
+from sapiens2.tasks import all_tasks
 
 # How a picture becomes the network input (what `sapiens2 predict` does before the forward):
 RESIZES = {
@@ -47,14 +48,17 @@ class ExportKind:
 
 # The detector's mean/std and levels come from the loaded detector (its test config), see
 # sapiens2.export.exporter.
+# A task's graph outputs are named by its task module (TaskSpec.export_outputs); its resize is its
+# inference runner's (pose makes top-down crops).
+_RESIZE_OF_RUNNER = {"none": "topdown_crop", "stretch": "stretch", "letterbox": "letterbox"}
+
 KINDS: dict[str, ExportKind] = {
     k.name: k
     for k in (
-        ExportKind("pose", ("heatmaps",), "topdown_crop"),
-        ExportKind("seg", ("logits",), "stretch"),
-        ExportKind("normal", ("normals",), "letterbox"),
-        ExportKind("pointmap", ("points", "scale"), "letterbox"),
-        ExportKind("albedo", ("albedo",), "letterbox"),
+        *(
+            ExportKind(t.name, t.export_outputs, _RESIZE_OF_RUNNER[t.runner.resize])
+            for t in all_tasks()
+        ),
         ExportKind(
             "detector",
             tuple(f"{what}_s{s}" for what in ("cls_score", "bbox_pred") for s in (8, 16, 32)),

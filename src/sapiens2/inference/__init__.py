@@ -1,5 +1,7 @@
-"""Inference: pre/post-processing, media reading and the task predictors (knows nothing of training)."""
+"""Inference: pre/post-processing, media reading, the task predictors, the streaming engine
+(:func:`predict_source`) and the output writer (knows nothing of training)."""
 
+from sapiens2.inference.engine import Prediction, PredictStats, predict_items, predict_source
 from sapiens2.inference.predictor import (
     AlbedoPredictor,
     NormalPredictor,
@@ -25,7 +27,11 @@ __all__ = [
     "PointmapResult",
     "PosePredictor",
     "PoseResult",
+    "PredictStats",
+    "Prediction",
     "Predictor",
     "SegPredictor",
     "SegResult",
+    "predict_items",
+    "predict_source",
 ]

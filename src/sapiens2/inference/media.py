@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from sapiens2.data.formats import decode_npy
+from sapiens2.data.image import read_image
 from sapiens2.errors import DataError
 from sapiens2.limits import DEFAULT, check_image_header, check_pixels
 
@@ -130,35 +131,6 @@ def expand_media(sources: Iterable[str | Path]) -> list[MediaItem]:
         used.add(name)
         items.append(MediaItem(path=path, kind=_kind(path), name=name))
     return items
-
-
-def read_image(path: str | Path, max_pixels: int | None = DEFAULT) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB.
-
-    Args:
-        max_pixels: refuse images whose header declares more pixels, before decoding (default:
-            the limit of :mod:`sapiens2.limits`, 100 MP; None for none).
-
-    Raises:
-        FileNotFoundError: missing file; DataError (a ValueError): not a regular file, over the
-        pixel limit (:class:`~sapiens2.errors.ImageTooLargeError`), or a file OpenCV cannot decode.
-    """
-    path = Path(path)
-    if not path.is_file():
-        if path.exists():
-            raise DataError(f"{path}: not a regular file (a FIFO, device or socket)")
-        raise FileNotFoundError(f"image not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    check_image_header(data, str(path), max_pixels)
-    try:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    except cv2.error as err:  # e.g. over OpenCV's own 2**30-pixel limit
-        raise DataError(
-            f"cannot decode image {path}: {str(err).strip().splitlines()[-1]}"
-        ) from None
-    if bgr is None:
-        raise DataError(f"cannot decode image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _frames_of(item: MediaItem, max_pixels: int | None = DEFAULT) -> Iterator[Frame]:

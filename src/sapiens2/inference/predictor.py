@@ -15,45 +15,65 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sapiens2.data.image import check_rgb
 from sapiens2.data.metadata import keypoints308
 from sapiens2.detect.protocol import Detector, detect_person_boxes
 from sapiens2.errors import UsageError
-from sapiens2.inference import postprocess
 from sapiens2.inference.boxes import MAX_BOXES, as_boxes, boxes_from_mask, whole_image_box
 from sapiens2.inference.compiled import CompiledForward
 from sapiens2.inference.heatmap import decode_udp, decode_udp_torch, flip_back_heatmaps
 from sapiens2.inference.media import read_image
-from sapiens2.inference.preprocess import (
-    Prepared,
-    check_rgb,
-    letterbox,
-    stretch_resize,
-    to_tensor,
-)
-from sapiens2.inference.results import (
-    AlbedoResult,
-    NormalResult,
-    PointmapResult,
-    PoseResult,
-    Result,
-    SegResult,
-)
-from sapiens2.inference.topdown import crop_people, keypoints_to_image
+from sapiens2.inference.preprocess import Prepared, to_tensor
+from sapiens2.inference.results import Result
+from sapiens2.inference.runners import Runner, runner_for, runner_tasks
 from sapiens2.limits import DEFAULT as DEFAULT_PIXELS
 from sapiens2.models.task import a_task
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 DEFAULT_INPUT_SIZE = (1024, 768)  # (H, W) of every released task model
 
 ImageLike = np.ndarray | str | Path | Prepared
+MASK_TASK = "seg"  # what --mask-model must be (named in the error for another model)
 
 
 def _load(source, device, dtype) -> torch.nn.Module:
     from sapiens2.checkpoints import load_model  # checkpoints sit below inference
 
     return load_model(source, device=device, dtype=dtype)
+
+
+def _place(model, task: str, device, dtype) -> torch.nn.Module:
+    """The task model (loaded if a source) on ``device`` in ``dtype``, in eval mode."""
+    from sapiens2.device import resolve_device, resolve_dtype
+
+    if not isinstance(model, torch.nn.Module):
+        model = _load(model, device, dtype)
+    _check_task_model(model, task)
+    if device is not None:
+        model = model.to(resolve_device(device))
+    dt = resolve_dtype(dtype)
+    if dt is not None:
+        model = model.to(dt)
+    return model.eval()
+
+
+def _input_size(model, task: str, asked: tuple[int, int] | None) -> tuple[int, int]:
+    """The network input (H, W): what the model requires, else ``asked``, else its backbone's
+    native size; a multiple of its stride."""
+    required = getattr(model, "input_size", None)
+    if required is not None and asked is not None and tuple(asked) != tuple(required):
+        raise ValueError(
+            f"this {task} model requires {required[0]}x{required[1]} inputs; "
+            f"input_size {asked[0]}x{asked[1]} cannot be used"
+        )
+    arch = getattr(model, "arch", None)
+    native = getattr(arch, "img_size", None)  # 1024x768; tiny 256x192
+    size = tuple(required or asked or native or DEFAULT_INPUT_SIZE)
+    stride = getattr(arch, "stride", 16)
+    if size[0] % stride or size[1] % stride:
+        raise ValueError(f"input_size {size} must be a multiple of the patch size {stride}")
+    return size  # type: ignore[return-value]
 
 
 def _check_task_model(model: torch.nn.Module, task: str, what: str = "model") -> None:
@@ -67,10 +87,12 @@ def _check_task_model(model: torch.nn.Module, task: str, what: str = "model") ->
 
 
 class Predictor:
-    """Pre-processing, batched forward passes and post-processing for one task.
+    """Pre-processing, batched forward passes and post-processing for one task; what differs
+    between tasks is the task's :class:`~sapiens2.inference.runners.Runner`.
 
     Args:
-        task: ``"pose" | "seg" | "normal" | "pointmap" | "albedo"``.
+        task: a task name (``sapiens2.tasks.task_names()``: pose, seg, normal, pointmap, albedo,
+            matting).
         model: a task model (``sapiens2.create_model(..., task=...)`` / ``sapiens2.load_model``) or a
             checkpoint source for ``sapiens2.load_model`` (path or hub id).
         device: where to run (default: where the model is; ``"auto"`` picks cuda/mps/cpu).
@@ -113,76 +135,50 @@ class Predictor:
         max_boxes: int | None = MAX_BOXES,
         max_pixels: int | None = DEFAULT_PIXELS,
     ) -> None:
-        from sapiens2.device import resolve_device, resolve_dtype
-
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        self.runner: Runner = runner_for(task)
         if input_size is not None and (
             len(input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in input_size)
         ):
             raise UsageError(f"input_size must be two positive integers (H, W), got {input_size}")
         if max_boxes is not None and max_boxes < 1:
             raise UsageError(f"max_boxes must be >= 1 (or None for no limit), got {max_boxes}")
-        self.task = task
-        self.max_boxes = max_boxes
-        self.max_pixels = max_pixels
-        if not isinstance(model, torch.nn.Module):
-            model = _load(model, device, dtype)
-        _check_task_model(model, task)
-        if device is not None:
-            model = model.to(resolve_device(device))
-        dt = resolve_dtype(dtype)
-        if dt is not None:
-            model = model.to(dt)
-        self.model = model.eval()
-        self._run = CompiledForward(self.model) if compile else self.model
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-
-        required = getattr(model, "input_size", None)
-        if required is not None and input_size is not None and tuple(input_size) != tuple(required):
-            raise ValueError(
-                f"this {task} model requires {required[0]}x{required[1]} inputs; "
-                f"input_size {input_size[0]}x{input_size[1]} cannot be used"
-            )
-        native = getattr(getattr(model, "arch", None), "img_size", None)  # 1024x768; tiny 256x192
-        self.input_size: tuple[int, int] = tuple(
-            required or input_size or native or DEFAULT_INPUT_SIZE
-        )  # type: ignore[assignment]
-        stride = getattr(getattr(model, "arch", None), "stride", 16)
-        if self.input_size[0] % stride or self.input_size[1] % stride:
-            raise ValueError(
-                f"input_size {self.input_size} must be a multiple of the patch size {stride}"
-            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.flip_test = flip_test
+        self.task = task
+        self.max_boxes, self.max_pixels = max_boxes, max_pixels
+        self.batch_size, self.flip_test = batch_size, flip_test
+        self.detector, self.bbox_thr, self.nms_thr = detector, bbox_thr, nms_thr
         self._local = threading.local()  # per-thread CUDA stream (see _on_own_stream)
-        self.detector = detector
-        self.bbox_thr, self.nms_thr = bbox_thr, nms_thr
-
+        self.model = _place(model, task, device, dtype)
+        self._run = CompiledForward(self.model) if compile else self.model
+        param = next(self.model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.input_size: tuple[int, int] = _input_size(self.model, task, input_size)
         self.mask_predictor: Predictor | None = None
         if mask_model is not None:
-            if isinstance(mask_model, Predictor):
-                if mask_model.task != "seg":
-                    raise ValueError(
-                        f"mask_model must be a segmentation predictor, got {a_task(mask_model.task)} one"
-                    )
-                self.mask_predictor = mask_model
-            else:
-                if not isinstance(mask_model, torch.nn.Module):
-                    mask_model = _load(
-                        mask_model, device if device is not None else self.device, dtype
-                    )
-                _check_task_model(mask_model, "seg", what="mask model")
-                self.mask_predictor = Predictor(
-                    "seg",
-                    mask_model,
-                    device=self.device,
-                    input_size=None if getattr(mask_model, "input_size", None) else self.input_size,
-                    batch_size=batch_size,
+            self.mask_predictor = self._mask_predictor(mask_model, device, dtype)
+
+    def _mask_predictor(self, mask_model, device, dtype) -> Predictor:
+        """The segmentation predictor of ``mask_model`` (a Predictor, a model or a source), at
+        this predictor's input size unless the model requires its own."""
+        if isinstance(mask_model, Predictor):
+            if not mask_model.runner.foreground:
+                raise ValueError(
+                    f"mask_model must be a segmentation predictor, got {a_task(mask_model.task)} one"
                 )
+            return mask_model
+        if not isinstance(mask_model, torch.nn.Module):
+            mask_model = _load(mask_model, device if device is not None else self.device, dtype)
+        mask_task = getattr(mask_model, "task", None)
+        if mask_task is None or not runner_for(mask_task).foreground:
+            _check_task_model(mask_model, MASK_TASK, what="mask model")
+        return Predictor(
+            mask_task,
+            mask_model,
+            device=self.device,
+            input_size=None if getattr(mask_model, "input_size", None) else self.input_size,
+            batch_size=self.batch_size,
+        )
 
     # ------------------------------------------------------------------ public API
     def predict(
@@ -204,8 +200,9 @@ class Predictor:
             batch_size: overrides the predictor's batch size.
 
         Returns:
-            One result (single image in) or a list of results: :class:`PoseResult`,
-            :class:`SegResult`, :class:`NormalResult`, :class:`PointmapResult`, :class:`AlbedoResult`.
+            One result (single image in) or a list of results of the task's result type
+            (:class:`PoseResult`, :class:`SegResult`, :class:`NormalResult`,
+            :class:`PointmapResult`, :class:`AlbedoResult`, :class:`MattingResult`).
         """
         single = isinstance(images, (str, Path, Prepared)) or (
             isinstance(images, np.ndarray) and images.ndim == 3
@@ -213,21 +210,21 @@ class Predictor:
         items = [images] if single else list(images)
         boxes_list = self._per_image(boxes, len(items), single, "boxes")
         masks_list = self._per_image(masks, len(items), single, "masks")
-        if boxes is not None and self.task != "pose":
-            raise ValueError("boxes are only used by the pose task")
-        if masks is not None and self.task in ("pose", "seg"):
-            raise ValueError("masks are only used by the normal, pointmap and albedo tasks")
+        if boxes is not None and not self.runner.uses_boxes:
+            raise ValueError(
+                f"boxes are only used by the {_tasks_phrase(runner_tasks(uses_boxes=True))}"
+            )
+        if masks is not None and not self.runner.uses_masks:
+            raise ValueError(
+                f"masks are only used by the {_tasks_phrase(runner_tasks(uses_masks=True))}"
+            )
         bs = batch_size or self.batch_size
         with self._on_own_stream():
-            if self.task == "pose":
-                rgbs = [self._as_rgb(img, i) for i, img in enumerate(items)]
-                results = self._predict_pose(rgbs, boxes_list, bs)
+            if self.runner.resize == "none":
+                inputs = [self._as_rgb(img, i) for i, img in enumerate(items)]
             else:
-                prepared = [self._as_prepared(img, i) for i, img in enumerate(items)]
-                if self.task == "seg":
-                    results = self._predict_seg(prepared, bs)
-                else:
-                    results = self._predict_dense(prepared, masks_list, bs)
+                inputs = [self._as_prepared(img, i) for i, img in enumerate(items)]
+            results = self.runner.run(self, inputs, boxes_list, masks_list, bs)
         return results[0] if single else results
 
     def prepare(self, image: np.ndarray) -> Prepared | np.ndarray:
@@ -237,13 +234,7 @@ class Predictor:
 
         Thread-safe, so that it can run on the threads that decode the images.
         """
-        rgb = check_rgb(image)
-        if self.task == "pose":
-            return rgb
-        if self.task == "seg":
-            return Prepared(rgb, stretch_resize(rgb, self.input_size), None)
-        padded, box = letterbox(rgb, self.input_size)
-        return Prepared(rgb, padded, box)
+        return self.runner.prepare(check_rgb(image), self.input_size)
 
     __call__ = predict
 
@@ -257,7 +248,7 @@ class Predictor:
 
     def _as_prepared(self, image: ImageLike, i: int) -> Prepared:
         if isinstance(image, Prepared):
-            want = "stretch" if self.task == "seg" else "letterbox"
+            want = self.runner.resize
             if image.input.shape[:2] != tuple(self.input_size) or image.resize != want:
                 raise ValueError(
                     f"image {i} was prepared with a {image.input.shape[0]}x{image.input.shape[1]} "
@@ -312,47 +303,6 @@ class Predictor:
             out.append(m > 0)
         return out
 
-    # ------------------------------------------------------------------ seg
-    def _predict_seg(self, prepared: list[Prepared], bs: int) -> list[SegResult]:
-        results: list[SegResult] = []
-        for start in range(0, len(prepared), bs):
-            chunk = prepared[start : start + bs]
-            logits = self._forward(np.stack([p.input for p in chunk]))
-            labels = postprocess.fetch(
-                [postprocess.seg_labels_tensor(lg, p.rgb.shape[:2]) for p, lg in zip(chunk, logits, strict=True)]
-            )  # fmt: skip
-            results.extend(SegResult(labels=lb) for lb in labels)
-        return results
-
-    # ------------------------------------------------------------------ normal / pointmap / albedo
-    def _predict_dense(self, prepared: list[Prepared], masks: list, bs: int) -> list[Result]:
-        fg = self._foreground([p.rgb for p in prepared], masks, bs)
-        results: list[Result] = []
-        for start in range(0, len(prepared), bs):
-            chunk = prepared[start : start + bs]
-            out = self._forward(np.stack([p.input for p in chunk]))
-            boxes = [p.box for p in chunk]
-            if self.task == "pointmap":
-                canonical, scale = out
-                scale = scale.float().reshape(len(chunk), -1)[:, 0]
-                maps = postprocess.fetch(
-                    [scale] + [postprocess.canonical_to_metric_tensor(c, s, b)
-                               for c, s, b in zip(canonical, scale, boxes, strict=True)]
-                )  # fmt: skip
-                for j, (s, metric) in enumerate(zip(maps[0], maps[1:], strict=True)):
-                    points = postprocess.metric_pointmap_from_host(metric, float(s), boxes[j])
-                    results.append(PointmapResult(points, float(s), fg[start + j]))
-                continue
-            to_map = (
-                postprocess.normal_map_tensor
-                if self.task == "normal"
-                else postprocess.albedo_map_tensor
-            )
-            maps = postprocess.fetch([to_map(o, b) for o, b in zip(out, boxes, strict=True)])
-            kind = NormalResult if self.task == "normal" else AlbedoResult
-            results.extend(kind(m, fg[start + j]) for j, m in enumerate(maps))
-        return results
-
     # ------------------------------------------------------------------ pose
     def person_boxes(self, rgb: np.ndarray, boxes=None) -> tuple[np.ndarray, np.ndarray]:
         """Person boxes for one image: the given ones, else the detector's, else the mask model's
@@ -396,57 +346,12 @@ class Predictor:
             return decode_udp(heatmaps.numpy(), size)
         return decode_udp_torch(heatmaps, size)
 
-    def _predict_pose(self, rgbs: list[np.ndarray], boxes_list: list, bs: int) -> list[PoseResult]:
-        results: list[list[PoseResult]] = [[] for _ in rgbs]
-        hw = self.input_size
-        pending: list[tuple] = []
 
-        def flush() -> None:
-            crops = [p[1] for p in pending if len(p[1])]
-            if crops:
-                kp_in, scores = self.decode(self.pose_heatmaps(np.concatenate(crops)))
-            at = 0
-            for i, crop, center, scale, boxes, box_scores in pending:
-                n = len(crop)
-                kp = (
-                    keypoints_to_image(kp_in[at : at + n], center, scale, hw)
-                    if n
-                    else np.zeros((0, 308, 2), np.float32)
-                )
-                sc = scores[at : at + n] if n else np.zeros((0, 308), np.float32)
-                at += n
-                results[i].append(PoseResult(kp, sc, boxes, box_scores, rgbs[i].shape[:2]))
-            pending.clear()
-
-        count = 0
-        for i, rgb in enumerate(rgbs):
-            boxes, box_scores = self.person_boxes(rgb, boxes_list[i])
-            # an image's crops are made and run at most ``bs`` at a time (bounded memory for any
-            # number of boxes); its results are joined below
-            for start in range(0, max(len(boxes), 1), bs):
-                part = slice(start, start + bs)
-                crops, center, scale = crop_people(rgb, boxes[part], hw)
-                pending.append((i, crops, center, scale, boxes[part], box_scores[part]))
-                count += len(crops)
-                if count >= bs:
-                    flush()
-                    count = 0
-        if pending:
-            flush()
-        return [_join_pose(parts) for parts in results]  # type: ignore[arg-type]
-
-
-def _join_pose(parts: list[PoseResult]) -> PoseResult:
-    """One image's pose result from the results of its chunks of boxes, in box order."""
-    if len(parts) == 1:
-        return parts[0]
-    return PoseResult(
-        np.concatenate([p.keypoints for p in parts]),
-        np.concatenate([p.scores for p in parts]),
-        np.concatenate([p.boxes for p in parts]),
-        np.concatenate([p.box_scores for p in parts]),
-        parts[0].image_size,
-    )
+def _tasks_phrase(tasks: tuple[str, ...]) -> str:
+    """``"pose task"``, ``"normal, pointmap and albedo tasks"``."""
+    if len(tasks) == 1:
+        return f"{tasks[0]} task"
+    return f"{', '.join(tasks[:-1])} and {tasks[-1]} tasks"
 
 
 class PosePredictor(Predictor):

@@ -14,26 +14,10 @@ import numpy as np
 import torch
 
 from sapiens2.data.geometry import LetterboxParams, letterbox_params
+from sapiens2.data.image import IMAGE_MEAN, IMAGE_STD
 
-# RGB order, 0-255 scale (the official configs' ImagePreprocessor).
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
-
-
-def check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Validate an RGB image; returns it as a contiguous ``uint8`` array ``(H, W, 3)``.
-
-    Raises:
-        ValueError: when the array is not ``(H, W, 3)`` or has an unsupported dtype.
-    """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name}: expected an RGB array of shape (H, W, 3), got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name}: empty image of shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name}: expected dtype uint8 (0-255), got {image.dtype}")
-    return np.ascontiguousarray(image)
+# the one mean/std (sapiens2.data.image), under the names this module has always had
+MEAN, STD = IMAGE_MEAN, IMAGE_STD
 
 
 def to_tensor(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sapiens2.data.geometry import keypoints_in_image  # defined below viz, which uses it too
 from sapiens2.data.metadata import keypoints308
 
 COCO17_NAMES = (
@@ -61,26 +62,6 @@ def convert_keypoints(
     kp[:, have] = keypoints[:, index[have]]
     sc[:, have] = scores[:, index[have]]
     return kp, sc
-
-
-def keypoints_in_image(keypoints: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Which keypoints lie on the image: finite, ``0 <= x < W`` and ``0 <= y < H``.
-
-    Top-down keypoints can land outside the image: the crop around a person is padded (1.25x)
-    and widened to the network's aspect ratio, so it reaches past the image borders.
-
-    Args:
-        keypoints: ``(..., 2)`` image coordinates ``(x, y)``.
-        image_size: ``(H, W)``.
-
-    Returns:
-        ``(...)`` bool.
-    """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    h, w = image_size
-    x, y = kp[..., 0], kp[..., 1]
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(kp).all(-1) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
 
 
 @dataclass

@@ -25,11 +25,29 @@ def world_size(group: Any = None) -> int:
     return dist.get_world_size(group) if is_distributed() else 1
 
 
-def _reduce_device(group: Any = None) -> torch.device:
-    backend = dist.get_backend(group)
-    if str(backend).lower() == "nccl":
+def collective_device(group: Any = None) -> torch.device:
+    """The device whose tensors the process group's collectives take: CUDA (this process's
+    current GPU) under NCCL, the CPU under gloo (and without a process group)."""
+    if is_distributed() and str(dist.get_backend(group)).lower() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+_OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX"}
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum", group: Any = None) -> torch.Tensor:
+    """The one all-reduce: ``tensor`` reduced in place over the ranks of ``group`` by ``op``
+    (``"sum"``, ``"mean"`` or ``"max"``) and returned; a no-op in a single process. The tensor
+    must be on :func:`collective_device`."""
+    if op not in _OPS:
+        raise ValueError(f"all-reduce op must be one of {', '.join(_OPS)}, got {op!r}")
+    if not is_distributed() or dist.get_world_size(group) == 1:
+        return tensor
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, _OPS[op]), group=group)
+    if op == "mean":
+        tensor /= dist.get_world_size(group)
+    return tensor
 
 
 def all_reduce_sum(state: dict[str, np.ndarray], group: Any = None) -> dict[str, np.ndarray]:
@@ -47,7 +65,7 @@ def all_reduce_sum(state: dict[str, np.ndarray], group: Any = None) -> dict[str,
     """
     if not is_distributed():
         return {k: v.copy() for k, v in state.items()}
-    device = _reduce_device(group)
+    device = collective_device(group)
     out: dict[str, np.ndarray] = {}
     for kind, dtype, tdtype in (("i", np.int64, torch.int64), ("f", np.float64, torch.float64)):
         names = [k for k in sorted(state) if _kind(state[k]) == kind]
@@ -55,7 +73,7 @@ def all_reduce_sum(state: dict[str, np.ndarray], group: Any = None) -> dict[str,
             continue
         flat = np.concatenate([np.asarray(state[k], dtype=dtype).ravel() for k in names])
         tensor = torch.from_numpy(flat).to(device=device, dtype=tdtype)
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+        all_reduce_(tensor, "sum", group)
         summed = tensor.cpu().numpy()
         offset = 0
         for k in names:

@@ -3,7 +3,7 @@
 from sapiens2.models.backbone import Sapiens2, TokenSplit
 from sapiens2.models.configs import ARCHS, ArchConfig, get_arch
 from sapiens2.models.factory import build_model, create_model, init_weights
-from sapiens2.models.task import TASKS, TaskModel, build_head, default_head_config, widen_head
+from sapiens2.models.task import TaskModel, build_head, default_head_config, widen_head
 
 __all__ = [
     "ARCHS",
@@ -20,3 +20,11 @@ __all__ = [
     "init_weights",
     "widen_head",
 ]
+
+
+def __getattr__(name: str):
+    if name == "TASKS":  # the registered task names (sapiens2.tasks registers them on import)
+        from sapiens2.models.task import head_tasks
+
+        return head_tasks()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

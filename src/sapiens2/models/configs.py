@@ -72,6 +72,12 @@ class ArchConfig:
         return int(self.with_cls_token) + self.num_storage_tokens
 
     @property
+    def size(self) -> str:
+        """The size in the table (``"tiny"``, ``"0.4b"``, ..., ``"5b"``; the 4K variant has its
+        backbone's size); other archs give their name. Task modules key head widths on it."""
+        return self.name.removeprefix("sapiens2_").removesuffix("_4k")
+
+    @property
     def stride(self) -> int:
         """Input pixels per output token along each side (16, or 64 for the 4K variant)."""
         return self.patch_size * (self.tokenizer_window if self.use_tokenizer else 1)

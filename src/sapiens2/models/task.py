@@ -1,9 +1,16 @@
-"""Task models: a Sapiens2 backbone plus a decode head, key-compatible with the official files."""
+"""Task models: a Sapiens2 backbone plus a decode head, key-compatible with the official files.
+
+Which heads exist is not written here: each task module (``sapiens2/tasks/<task>.py``) declares a
+:class:`HeadSpec` (config class, module class, checkpoint predictor key, official widths per
+size) and registers it with :func:`register_head` when ``sapiens2.tasks`` is imported (which
+``import sapiens2`` does). This layer only looks heads up by task name; it never imports the task
+modules.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -11,20 +18,62 @@ from torch import nn
 from sapiens2.models.backbone import Sapiens2
 from sapiens2.models.configs import ArchConfig
 from sapiens2.models.heads import (
-    AlbedoHead,
     DenseHeadConfig,
-    NormalHead,
-    PointmapHead,
     PointmapHeadConfig,
     PoseHeadConfig,
-    PoseHeatmapHead,
-    SegHead,
     SegHeadConfig,
 )
 
-Task = Literal["pose", "seg", "normal", "pointmap", "albedo"]
-TASKS: tuple[Task, ...] = ("pose", "seg", "normal", "pointmap", "albedo")
+Task = str  # a registered task name (``sapiens2.tasks.task_names()``)
 HeadConfig = PoseHeadConfig | SegHeadConfig | DenseHeadConfig | PointmapHeadConfig
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What the model layer needs to know about one task's head.
+
+    Attributes:
+        predictor_key: the name of the head's final 1x1 convolution in the official checkpoints
+            (``decode_head.<key>.weight``); it identifies the task of a checkpoint.
+        config_cls: the head's config dataclass.
+        module_cls: the head module, built as ``module_cls(in_channels, cfg, device=, dtype=)``.
+        widths: the official head config for an arch (before the 4K growth below).
+        grows_at_4k: on a 4K backbone the head gets one more x2 stage (the dense heads, which
+            then predict at 2K); pose keeps its heatmap head.
+        description: what a model with this head does, for model cards (the task's summary).
+        pipeline_tag: the Hugging Face Hub pipeline tag of such a model, if one fits.
+    """
+
+    predictor_key: str
+    config_cls: type
+    module_cls: type[nn.Module]
+    widths: Callable[[ArchConfig], HeadConfig]
+    grows_at_4k: bool = True
+    description: str = ""
+    pipeline_tag: str | None = None
+
+
+_HEADS: dict[str, HeadSpec] = {}
+
+
+def register_head(task: str, spec: HeadSpec) -> None:
+    """Make ``task``'s head known to :func:`build_head` and checkpoint detection (called by the
+    task modules; registering a name twice with another spec is an error)."""
+    old = _HEADS.get(task)
+    if old is not None and old != spec:
+        raise ValueError(f"a head is already registered for task {task!r}")
+    if any(s.predictor_key == spec.predictor_key for t, s in _HEADS.items() if t != task):
+        raise ValueError(f"predictor key {spec.predictor_key!r} is already used by another task")
+    _HEADS[task] = spec
+
+
+def head_tasks() -> tuple[str, ...]:
+    """The task names with a registered head, in registration order."""
+    return tuple(_HEADS)
+
+
+def head_spec(task: str) -> HeadSpec:
+    return _HEADS[check_task(task)]
 
 
 def a_task(task: str) -> str:
@@ -32,34 +81,33 @@ def a_task(task: str) -> str:
     return f"{'an' if task[:1].lower() in 'aeiou' else 'a'} {task}"
 
 
-# Name of each head's final 1x1 convolution in the official checkpoints (identifies the task).
-PREDICTOR_KEYS: dict[Task, str] = {
-    "pose": "conv_pose",
-    "seg": "conv_seg",
-    "normal": "conv_normal",
-    "pointmap": "conv_pointmap",
-    "albedo": "conv_albedo",
-}
-
-
 def check_task(task: str) -> Task:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    return task  # type: ignore[return-value]
+    if task not in _HEADS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(_HEADS)}")
+    return task
+
+
+def __getattr__(name: str):
+    # TASKS and PREDICTOR_KEYS are views of the registered heads (kept for existing imports)
+    if name == "TASKS":
+        return head_tasks()
+    if name == "PREDICTOR_KEYS":
+        return {t: s.predictor_key for t, s in _HEADS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_head_config(task: str, arch: ArchConfig) -> HeadConfig:
-    """The official head widths for ``arch`` (``sapiens/pose/src/models/heads/pose_heatmap_head.py``
-    and ``sapiens/dense/src/models/heads/*_head.py`` with the released configs); the tiny arch gets tiny widths.
+    """The official head widths of ``task`` for ``arch`` (the task module's table; the tiny arch
+    gets tiny widths).
 
     On a 4K backbone (64x48 tokens for a 4096x3072 input) the dense heads get one more x2 stage,
     so they predict at 2048x1536 (the paper's 2K output); pose keeps its heatmap head.
     """
-    task = check_task(task)
-    cfg = _base_head_config(task, arch)
-    if not arch.use_tokenizer or task == "pose":
+    spec = head_spec(task)
+    cfg = spec.widths(arch)
+    if not arch.use_tokenizer or not spec.grows_at_4k:
         return cfg
-    if isinstance(cfg, SegHeadConfig):
+    if isinstance(cfg, SegHeadConfig | PoseHeadConfig):
         c = cfg.deconv_channels[-1]
         return replace(
             cfg, deconv_channels=(*cfg.deconv_channels, c), deconv_kernels=(*cfg.deconv_kernels, 4)
@@ -91,69 +139,15 @@ def widen_head(cfg: HeadConfig, width: int) -> HeadConfig:
     )
 
 
-def _base_head_config(task: Task, arch: ArchConfig) -> HeadConfig:
-    size = arch.name.removeprefix("sapiens2_").removesuffix("_4k")
-    if size == "tiny":
-        dense = {"upsample_channels": (32, 16, 16, 8), "conv_channels": (8, 8, 4)}
-        return {
-            "pose": PoseHeadConfig((32, 16), (4, 4), (16, 16, 8)),
-            "seg": SegHeadConfig((32, 16, 16, 8), (4, 4, 4, 4), (8, 8)),
-            "normal": DenseHeadConfig(**dense),
-            "albedo": DenseHeadConfig(**dense),
-            # 512x384 inputs: a 32x24 token grid, or 8x6 on the 4K variant (two stride-2 convs)
-            "pointmap": PointmapHeadConfig(
-                **dense,
-                scale_conv_channels=(32, 16) if arch.use_tokenizer else (32, 16, 8),
-                scale_hidden=(16, 8),
-                token_grid=(8, 6) if arch.use_tokenizer else (32, 24),
-            ),
-        }[task]
-    big = size == "5b"
-    if task == "pose":
-        if size == "1b":
-            return PoseHeadConfig((1536, 1024), (4, 4), (768, 512, 256))
-        return PoseHeadConfig()
-    if task == "seg":
-        return SegHeadConfig()
-    if task == "normal":
-        if big:
-            return DenseHeadConfig((1536, 768, 512, 256), conv_channels=(128, 64, 32))
-        return DenseHeadConfig()
-    if task == "albedo":
-        return DenseHeadConfig((1536, 768, 512, 256)) if big else DenseHeadConfig()
-    grid = (arch.img_size[0] // arch.stride, arch.img_size[1] // arch.stride)
-    if big:
-        return PointmapHeadConfig(
-            upsample_channels=(1536, 768, 768, 768), conv_channels=(128, 64, 32), token_grid=grid
-        )
-    return PointmapHeadConfig(token_grid=grid)
-
-
 def build_head(
     task: str, in_channels: int, cfg: HeadConfig, *, device=None, dtype=None
 ) -> nn.Module:
-    task = check_task(task)
-    dd = {"device": device, "dtype": dtype}
-    expected = {
-        "pose": PoseHeadConfig,
-        "seg": SegHeadConfig,
-        "normal": DenseHeadConfig,
-        "albedo": DenseHeadConfig,
-        "pointmap": PointmapHeadConfig,
-    }[task]
-    if not isinstance(cfg, expected):
+    spec = head_spec(task)
+    if not isinstance(cfg, spec.config_cls):
         raise TypeError(
-            f"{a_task(task)} head needs a {expected.__name__}, got {type(cfg).__name__}"
+            f"{a_task(task)} head needs a {spec.config_cls.__name__}, got {type(cfg).__name__}"
         )
-    if task == "pose":
-        return PoseHeatmapHead(in_channels, cfg, **dd)
-    if task == "seg":
-        return SegHead(in_channels, cfg, **dd)
-    if task == "normal":
-        return NormalHead(in_channels, cfg, **dd)
-    if task == "albedo":
-        return AlbedoHead(in_channels, cfg, **dd)
-    return PointmapHead(in_channels, cfg, **dd)
+    return spec.module_cls(in_channels, cfg, device=device, dtype=dtype)
 
 
 class TaskModel(nn.Module):
@@ -161,7 +155,8 @@ class TaskModel(nn.Module):
 
     ``forward(x)`` on normalised images ``(B, 3, H, W)`` returns the official raw outputs: seg
     logits ``(B, C, H, W)``, normals ``(B, 3, H, W)`` (not unit), albedo ``(B, 3, H, W)``,
-    pointmap ``(canonical (B, 3, H, W), scale (B, 1))``, pose heatmaps ``(B, K, H/4, W/4)``.
+    pointmap ``(canonical (B, 3, H, W), scale (B, 1))``, pose heatmaps ``(B, K, H/4, W/4)``,
+    matting ``(B, 4, H, W)`` in [0, 1] (pre-multiplied foreground RGB, then alpha).
     """
 
     def __init__(self, backbone: Sapiens2, decode_head: nn.Module, task: str) -> None:
@@ -180,10 +175,11 @@ class TaskModel(nn.Module):
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        """The (H, W) input this model requires, or None when any multiple of the stride works."""
-        if self.task == "pointmap":
-            gh, gw = self.decode_head.cfg.token_grid
-            return gh * self.arch.stride, gw * self.arch.stride
+        """The (H, W) input this model requires (a head with a fixed token grid, the pointmap's
+        scale MLP), or None when any multiple of the stride works."""
+        grid = getattr(self.decode_head.cfg, "token_grid", None)
+        if grid is not None:
+            return grid[0] * self.arch.stride, grid[1] * self.arch.stride
         return None
 
     def forward(self, x: torch.Tensor):

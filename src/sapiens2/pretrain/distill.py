@@ -20,6 +20,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from sapiens2.metrics.distributed import all_reduce_
+from sapiens2.train.distributed import all_reduce_mean
+
 __all__ = [
     "DistillConfig",
     "ProjectionHead",
@@ -155,13 +158,6 @@ class ProjectionHead(nn.Module):
         return z @ F.normalize(self.prototypes.float(), dim=-1, eps=1e-6).t()
 
 
-def _all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t /= dist.get_world_size()
-    return t
-
-
 class TeacherCentering(nn.Module):
     """DINO centering: ``softmax((t - c) / tau)``; ``c <- m c + (1 - m) mean(t)`` (mean over the
     whole batch of every rank). The first update sets ``c = mean(t)`` (our choice: a zero centre
@@ -183,7 +179,7 @@ class TeacherCentering(nn.Module):
     def update(self, teacher_logits: torch.Tensor) -> None:
         """Moves the centre towards the mean logits ``teacher_logits (M, K)`` of all ranks."""
         mean = teacher_logits.float().reshape(-1, teacher_logits.shape[-1]).mean(0, keepdim=True)
-        mean = _all_reduce_mean_(mean)
+        mean = all_reduce_mean(mean).to(mean.device)
         if bool(self.started):
             self.center.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
         else:
@@ -249,7 +245,7 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every rank's loss depends on our rows
+        all_reduce_(grad, "sum")  # every rank's loss depends on our rows
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from sapiens2.checkpoints import load_model, load_state_dict_strict, save_model
 from sapiens2.data.datasets import ImageDataset
 from sapiens2.data.loader import ResumableLoader
+from sapiens2.metrics.distributed import all_reduce_, collective_device
 from sapiens2.models import Sapiens2, TaskModel, create_model
 from sapiens2.pretrain.distill import ema_momentum, ema_update, teacher_temperature
 from sapiens2.pretrain.masking import mask_indices
@@ -314,9 +315,8 @@ class Pretrainer:
             return False
         over = time.perf_counter() - t0 > 60 * self.recipe.max_minutes
         if self.info.distributed:  # every rank must stop at the same step
-            flag = torch.tensor([float(over)], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            over = bool(flag.item())
+            flag = torch.tensor([float(over)], device=collective_device())
+            over = bool(all_reduce_(flag, "max").item())
         return over
 
     # ------------------------------------------------------------------ export

@@ -18,12 +18,13 @@ import cv2
 import numpy as np
 import torch
 
+from sapiens2.data.image import IMAGE_MEAN, IMAGE_STD
 from sapiens2.pretrain.masking import MaskConfig, sample_mask
 
 __all__ = ["MultiCrop", "ViewsConfig", "collate_views"]
 
-_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+_MEAN = np.array(IMAGE_MEAN, dtype=np.float32)
+_STD = np.array(IMAGE_STD, dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.tensor import DTensor, Replicate
 
 from sapiens2.device import resolve_device
+from sapiens2.metrics.distributed import all_reduce_, collective_device, is_distributed
 from sapiens2.nn import TransformerBlock
 
 logger = logging.getLogger(__name__)
@@ -128,21 +129,11 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def collective_device() -> torch.device:
-    """The device whose tensors the default process group's collectives take: CUDA (this
-    process's current GPU) under NCCL, the CPU under gloo (and without a process group)."""
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """Mean over ranks (identity single-process), computed on :func:`collective_device` and
-    returned there; no host synchronisation."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.detach().to(collective_device(), copy=True)
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= dist.get_world_size()
+    returned there (a copy); no host synchronisation."""
+    if is_distributed() and dist.get_world_size() > 1:
+        value = all_reduce_(value.detach().to(collective_device(), copy=True), "mean")
     return value
 
 

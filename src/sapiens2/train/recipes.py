@@ -1,9 +1,11 @@
 """Fine-tuning recipes: typed dataclasses named ``<task>-<size>`` that derive from one base.
 
-The hyper-parameters of the official task configs (``sapiens/pose/configs/keypoints308/...``,
-``sapiens/dense/configs/{seg,normal,pointmap,albedo}/...``, batch sizes from the
-``sapiens/{pose,dense}/scripts/<task>/train/sapiens2_<size>/node.sh`` launchers) fill the per-task, per-size table below; the
-``tiny`` size is our CPU-sized recipe for tests, demos and quick experiments.
+Each task module declares its part (:class:`sapiens2.tasks.RecipeDefaults`): the hyper-parameters
+of the official task configs (``sapiens/pose/configs/keypoints308/...``,
+``sapiens/dense/configs/<task>/...``, batch sizes from the
+``sapiens/{pose,dense}/scripts/<task>/train/sapiens2_<size>/node.sh`` launchers) per size, and what
+its ``tiny`` recipe changes; the ``tiny`` size is our CPU-sized recipe for tests, demos and quick
+experiments.
 ``Recipe.with_overrides({"max_steps": "100"})`` applies ``--set key=value`` strings, rejecting
 unknown keys.
 """
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sapiens2.overrides import apply_overrides, require, require_finite
+from sapiens2.tasks import get_task, task_names
 
-TASK_NAMES = ("pose", "seg", "normal", "pointmap", "albedo")
 SIZES = ("tiny", "0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b")
 
 
@@ -75,7 +77,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         require_finite(self)
-        require(self.task in TASK_NAMES, "task", f"one of {', '.join(TASK_NAMES)}", self.task)
+        names = task_names()
+        require(self.task in names, "task", f"one of {', '.join(names)}", self.task)
         h, w = self.input_size
         require(h > 0 and w > 0, "input_size", "two positive sizes (H, W)", self.input_size)
         for key in ("lr", "adam_eps", "clip_grad"):
@@ -111,31 +114,6 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-# (strategy, precision, steps, lr, layer decay, clip, per-GPU batch) of the official configs.
-_OFFICIAL: dict[tuple[str, str], tuple[str, str, int, float, float, float, int]] = {
-    ("pose", "0.4b"): ("fsdp2", "bf16", 10_000, 5e-4, 0.80, 2.0, 6),
-    ("pose", "0.8b"): ("fsdp2", "bf16", 10_000, 5e-4, 0.85, 4.0, 12),
-    ("pose", "1b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.90, 4.0, 7),
-    ("pose", "5b"): ("fsdp2", "bf16", 20_000, 1e-4, 0.94, 4.0, 2),
-    ("seg", "0.4b"): ("ddp", "bf16", 20_000, 5e-4, 0.80, 2.0, 12),
-    ("seg", "0.8b"): ("ddp", "fp32", 30_000, 5e-4, 0.85, 4.0, 5),
-    ("seg", "1b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.90, 4.0, 8),
-    ("seg", "5b"): ("fsdp2", "bf16", 50_000, 5e-4, 0.94, 4.0, 2),
-    ("normal", "0.4b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.80, 2.0, 20),
-    ("normal", "0.8b"): ("fsdp2", "bf16", 10_000, 5e-4, 0.85, 4.0, 12),
-    ("normal", "1b"): ("fsdp2", "bf16", 40_000, 5e-4, 0.90, 4.0, 7),
-    ("normal", "5b"): ("fsdp2", "bf16", 40_000, 1e-4, 0.94, 4.0, 3),
-    ("pointmap", "0.4b"): ("fsdp2", "fp32", 20_000, 5e-4, 0.80, 2.0, 8),
-    ("pointmap", "0.8b"): ("fsdp2", "fp32", 20_000, 5e-4, 0.85, 2.0, 6),
-    ("pointmap", "1b"): ("fsdp2", "fp32", 40_000, 5e-4, 0.90, 4.0, 3),
-    ("pointmap", "5b"): ("fsdp2", "fp32", 40_000, 1e-4, 0.94, 4.0, 1),
-    ("albedo", "0.4b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.80, 2.0, 20),
-    ("albedo", "0.8b"): ("fsdp2", "bf16", 20_000, 5e-4, 0.85, 4.0, 12),
-    ("albedo", "1b"): ("fsdp2", "bf16", 40_000, 5e-4, 0.90, 4.0, 7),
-    ("albedo", "5b"): ("fsdp2", "bf16", 40_000, 5e-4, 0.94, 4.0, 3),
-}
-
-
 def base_recipe(task: str, size: str) -> Recipe:
     """The recipe ``<task>-<size>``.
 
@@ -144,70 +122,57 @@ def base_recipe(task: str, size: str) -> Recipe:
     segmentation and normals); ``tiny`` is a CPU recipe at 256x192 (pointmap 512x384) for a few
     hundred steps: no augmentation, and for pose a 32-channel head, sigma-3 heatmaps and OHKM.
     """
-    if task not in TASK_NAMES:
-        raise KeyError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
+    if task not in task_names():
+        raise KeyError(f"unknown task {task!r}; expected one of {', '.join(task_names())}")
     if size not in SIZES:
         raise KeyError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    defaults = get_task(task).recipe
     arch = "sapiens2_" + size.replace("-", "_")
     name = f"{task}-{size}"
     if size == "tiny":
-        return Recipe(
-            name=name,
-            task=task,
-            arch=arch,
-            input_size=(512, 384) if task == "pointmap" else (256, 192),
-            # seg's fresh full-resolution head learns slowly: on simple scenes 300 steps reach
-            # mIoU 9.2 at lr 1e-2, 8.2 at 2e-2 and 6.6 at 2e-3
-            lr=1e-2 if task == "seg" else 2e-3,
-            layer_decay=0.95,
-            weight_decay=0.05,
-            clip_grad=2.0,
-            max_steps=300,
-            warmup_steps=20,
-            batch_size=8,
-            precision="fp32",
-            activation_checkpointing=False,
-            num_workers=0,
-            log_every=10,
-            val_every=100,
-            save_every=100,
-            vis_every=100,
-            official=False,
-            # wider Gaussians than the scaled official 1.5: more positive pixels per keypoint, a
-            # stronger signal for a 1 M-parameter model in a few hundred steps
-            pose_sigma=3.0 if task == "pose" else 0.0,
-            # the official tiny pose head mixes its 308 heatmaps from 8 channels; at 32 a tiny
-            # model can fit 32 training images to AP 0.45 (0.03 with 8) in the same 400 steps
-            head_width=32 if task == "pose" else 0,
-            # the 32 hardest keypoints per sample: under the plain MSE a small model learns the
-            # 200+ face and hand keypoints, which share their features, and leaves the 17 body
-            # keypoints near zero for hundreds of steps
-            pose_ohkm_topk=32 if task == "pose" else 0,
+        tiny: dict[str, Any] = {
+            "input_size": (256, 192),
+            "lr": 2e-3,
+            "layer_decay": 0.95,
+            "weight_decay": 0.05,
+            "clip_grad": 2.0,
+            "max_steps": 300,
+            "warmup_steps": 20,
+            "batch_size": 8,
+            "precision": "fp32",
+            "activation_checkpointing": False,
+            "num_workers": 0,
+            "log_every": 10,
+            "val_every": 100,
+            "save_every": 100,
+            "vis_every": 100,
+            "official": False,
             # a few hundred steps are too few to pay for the official augmentations (rotation,
             # half body, dropout): on simple synthetic scenes pose-tiny reaches body PCK@0.1 0.97
             # and body AP 0.34 without them, 0.50 and 0.0001 with them (seg mIoU 6.6 vs 6.3)
-            augment=False,
-        )
+            "augment": False,
+        }
+        return Recipe(name=name, task=task, arch=arch, **{**tiny, **defaults.tiny})
     src = {"0.1b": "0.4b", "1b-4k": "1b"}.get(size, size)
-    strategy, precision, steps, lr, decay, clip, batch = _OFFICIAL[(task, src)]
+    hp = defaults.sizes[src]
     return Recipe(
         name=name,
         task=task,
         arch=arch,
-        input_size=(4096, 3072) if size == "1b-4k" else (1024, 768),
-        lr=lr,
-        layer_decay=decay,
-        clip_grad=clip,
-        max_steps=steps,
-        batch_size=batch,
-        strategy=strategy,
-        precision=precision,
-        official=src == size,
+        input_size=(4096, 3072) if size == "1b-4k" else defaults.input_size,
+        lr=hp.lr,
+        layer_decay=hp.layer_decay,
+        clip_grad=hp.clip_grad,
+        max_steps=hp.max_steps,
+        batch_size=hp.batch_size,
+        strategy=hp.strategy,
+        precision=hp.precision,
+        official=defaults.official and src == size,
     )
 
 
 RECIPES: dict[str, Recipe] = {
-    f"{task}-{size}": base_recipe(task, size) for task in TASK_NAMES for size in SIZES
+    f"{task}-{size}": base_recipe(task, size) for task in task_names() for size in SIZES
 }
 
 
@@ -216,6 +181,6 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         raise KeyError(
-            f"unknown recipe {name!r}; recipes are <task>-<size> with task in {TASK_NAMES} and "
+            f"unknown recipe {name!r}; recipes are <task>-<size> with task in {task_names()} and "
             f"size in {SIZES} (see `sapiens2 recipes`)"
         ) from None

@@ -33,9 +33,9 @@ from sapiens2.models import (
     get_arch,
     widen_head,
 )
+from sapiens2.tasks import get_task
 from sapiens2.train import distributed as dist_utils
 from sapiens2.train.core import TrainingRun, check_enough_data
-from sapiens2.train.losses import PointmapLossWeights, PoseLossWeights, create_loss
 from sapiens2.train.optim import Schedule, param_groups, set_lr
 from sapiens2.train.recipes import Recipe
 
@@ -61,22 +61,10 @@ def recipe_model(recipe: Recipe, device=None) -> TaskModel:
 
 
 def recipe_loss(recipe: Recipe) -> nn.Module:
-    """The task loss of ``recipe``: the official terms, OHKM for pose when ``pose_ohkm_topk``, and
-    the pointmap deviations that ``pointmap_multiscale_zero_outside`` /
-    ``pointmap_normal_drop_boundary`` switch on."""
-    if recipe.pose_ohkm_topk < 0:
-        raise ValueError(f"pose_ohkm_topk must be >= 0, got {recipe.pose_ohkm_topk}")
-    if recipe.task == "pose" and recipe.pose_ohkm_topk:
-        return create_loss("pose", PoseLossWeights(ohkm_topk=recipe.pose_ohkm_topk))
-    if recipe.task == "pointmap":
-        return create_loss(
-            "pointmap",
-            PointmapLossWeights(
-                multiscale_zero_outside=recipe.pointmap_multiscale_zero_outside,
-                normal_drop_boundary=recipe.pointmap_normal_drop_boundary,
-            ),
-        )
-    return create_loss(recipe.task)
+    """The task loss of ``recipe``: its task module's choice (the official terms; OHKM for pose
+    with ``pose_ohkm_topk``; the pointmap deviations ``pointmap_multiscale_zero_outside`` /
+    ``pointmap_normal_drop_boundary``)."""
+    return get_task(recipe.task).recipe_loss(recipe)
 
 
 def init_from(model: TaskModel, source: str | Path) -> None:

@@ -1,8 +1,8 @@
-"""Pictures of predictions: skeletons, segmentation overlays, normals, depth, albedo; PLY export."""
+"""Pictures of predictions: skeletons, segmentation overlays, normals, depth, albedo, mattes
+(drawing only; files are written by :mod:`sapiens2.inference.writer`)."""
 
 from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_to_rgb
 from sapiens2.viz.layout import side_by_side
-from sapiens2.viz.ply import write_ply
 from sapiens2.viz.pose import draw_pose
 from sapiens2.viz.seg import seg_legend, seg_overlay, seg_picture, seg_to_rgb
 
@@ -17,5 +17,4 @@ __all__ = [
     "seg_picture",
     "seg_to_rgb",
     "side_by_side",
-    "write_ply",
 ]

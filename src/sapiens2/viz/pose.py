@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from sapiens2.data.geometry import keypoints_in_image
 from sapiens2.data.metadata import keypoints308
-from sapiens2.inference.results import keypoints_in_image
 
 
 def default_radius(height: int, width: int) -> int:

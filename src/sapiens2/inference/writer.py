@@ -1,22 +1,14 @@
 """Writing predictions to disk: pictures (``[input | result]``), rendered videos and data files.
 
 Per image ``<name>`` in the output folder (video frames go to ``<out>/<video name>/`` and their
-pictures into ``<out>/<video name>.mp4``):
-
-- every task: ``<name>.jpg`` picture;
-- pose: ``predictions.json`` (official schema; one ``<video>_predictions.json`` per video) and
-  ``coco_results.json`` (COCO keypoint results, 308 keypoints);
-- seg: ``<name>_seg.png`` uint8 labels (+ ``<name>_seg.npy`` int64 with ``save_npy``);
-- normal: ``<name>_normal.npy`` float32 (H, W, 3) and ``<name>_normal.png``;
-- pointmap: ``<name>_depth.npy`` float32 (H, W) metres, ``<name>.ply`` coloured point cloud
-  (foreground points if a mask was used, else every valid point) and ``<name>_depth.png``;
-- albedo: ``<name>_albedo.png``.
+pictures into ``<out>/<video name>.mp4``): every task writes a ``<name>.jpg`` picture, and the
+files of its :class:`~sapiens2.inference.outputs.Outputs` (the task module's choice; ``sapiens2
+predict --help`` lists them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import multiprocessing
 import queue
@@ -30,42 +22,21 @@ import cv2
 import numpy as np
 
 from sapiens2.errors import OutputError, Sapiens2Error
-from sapiens2.inference.export import coco_results, pose_frame_record, pose_predictions_json
 from sapiens2.inference.media import Frame, MediaItem, safe_name
-from sapiens2.inference.results import (
-    AlbedoResult,
-    NormalResult,
-    PointmapResult,
-    PoseResult,
-    Result,
-    SegResult,
-)
-from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_to_rgb
-from sapiens2.viz.layout import fit_into, side_by_side
-from sapiens2.viz.ply import write_ply
-from sapiens2.viz.pose import draw_pose
-from sapiens2.viz.seg import seg_picture
+from sapiens2.inference.outputs import WriterOptions, outputs_for, write_image
+from sapiens2.inference.results import Result
+from sapiens2.viz.layout import fit_into
 
 logger = logging.getLogger(__name__)
 
-
-def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
-    """Write an ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` gray) image; format from the suffix."""
-    # cvtColor swaps the channels ~10x faster than copying the reversed numpy view
-    data = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else np.ascontiguousarray(rgb)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(path.suffix, data, params)
-    if not ok:
-        raise ValueError(f"cannot encode image {path}")
-    buf.tofile(str(path))
-    return path
+__all__ = ["BackgroundWriter", "PredictionWriter", "Rendered", "write_image"]
 
 
 @dataclass
 class Rendered:
     """What :meth:`PredictionWriter.render` made of one frame: the files it wrote and, for a
     video frame, the picture still to be added to the video (None for images, without pictures,
-    and for pointmap video frames, which are drawn at commit)."""
+    and for video frames of ordered outputs, which are drawn at commit)."""
 
     paths: list[Path]
     video_picture: np.ndarray | None
@@ -115,69 +86,38 @@ class _Video:
 
 
 class PredictionWriter:
-    """Writes each frame's outputs and, on :meth:`close`, the collected JSON files and videos.
+    """Writes each frame's outputs and, on :meth:`close`, the end-of-run files and videos.
 
     Args:
-        task: the prediction task.
+        task: the prediction task (its registered outputs say what is written).
         out_dir: output folder (created).
-        kpt_thr: pose keypoint score threshold for drawing and COCO scores.
-        save_npy: seg: also write the labels as ``.npy``.
-        coco_layout: pose: keypoint layout of ``coco_results.json`` (see
-            :func:`~sapiens2.inference.export.coco_results`).
-        pictures: write the ``<name>.jpg`` pictures and rendered videos (off: the data files
-            only, which is much cheaper per frame).
+        kpt_thr, save_npy, coco_layout, pictures, and other keywords: the
+            :class:`~sapiens2.inference.outputs.WriterOptions`.
     """
 
-    def __init__(
-        self,
-        task: str,
-        out_dir: str | Path,
-        *,
-        kpt_thr: float = 0.3,
-        save_npy: bool = False,
-        coco_layout: str = "goliath308",
-        pictures: bool = True,
-    ) -> None:
+    def __init__(self, task: str, out_dir: str | Path, **options) -> None:
         self.task = task
-        self.pictures = pictures
+        self.options = WriterOptions(**options)
+        self.outputs = outputs_for(task, self.options)
+        self.pictures = self.options.pictures
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.kpt_thr = kpt_thr
-        self.save_npy = save_npy
-        self.coco_layout = coco_layout
         self._videos: dict[MediaItem, _Video] = {}
-        self._depth_ranges: dict[MediaItem, DepthRange] = {}
-        self._pose_frames: dict[MediaItem | None, list[dict]] = {}
-        self._coco: list[dict] = []
-        self._num_pose_frames = 0  # COCO image_id of the next pose frame
         self.written: list[Path] = []
 
     # ------------------------------------------------------------------ pictures
     def picture(self, frame: Frame, result: Result) -> np.ndarray:
         """The picture of one prediction as uint8 RGB."""
-        rgb = frame.rgb
-        assert rgb is not None
-        if isinstance(result, PoseResult):
-            return draw_pose(rgb, result.keypoints, result.scores, kpt_thr=self.kpt_thr)
-        if isinstance(result, SegResult):  # a video's frames need one size: a fixed legend
-            return seg_picture(rgb, result.labels, fixed_legend=frame.item.kind == "video")
-        if isinstance(result, NormalResult):
-            return side_by_side(rgb, normals_to_rgb(result.normals, result.mask))
-        if isinstance(result, AlbedoResult):
-            return side_by_side(rgb, albedo_to_rgb(result.albedo, result.mask))
-        if isinstance(result, PointmapResult):
-            bounds = None
-            if frame.item.kind == "video":
-                bounds = self._depth_ranges.setdefault(frame.item, DepthRange()).update(
-                    result.depth, result.mask
-                )
-            return side_by_side(rgb, depth_to_rgb(result.depth, result.mask, bounds))
-        raise TypeError(f"unknown result type {type(result).__name__}")
+        assert frame.rgb is not None
+        return self.outputs.picture(frame, result)
 
     # ------------------------------------------------------------------ per frame
     def write(self, frame: Frame, result: Result) -> None:
         """Write the files of one frame (and add its picture to the video of a video frame)."""
         self.commit(frame, result, self.render(frame, result))
+
+    def _folder(self, frame: Frame) -> Path:
+        return self.out / frame.item.name if frame.item.kind == "video" else self.out
 
     def render(self, frame: Frame, result: Result) -> Rendered:
         """The order-free part of :meth:`write`: draw the picture and write this frame's own
@@ -185,78 +125,33 @@ class PredictionWriter:
         :meth:`commit` must then be called in frame order."""
         _check_names(frame)
         is_video = frame.item.kind == "video"
-        folder = self.out / frame.item.name if is_video else self.out
-        if self.task != "pose":
+        folder = self._folder(frame)
+        if self.outputs.frame_files:
             folder.mkdir(parents=True, exist_ok=True)
-        name = frame.name
         paths: list[Path] = []
-        if is_video and isinstance(result, PointmapResult):
-            return Rendered(paths, None)  # the depth colour range runs over the video: in order
-        # the pointmap's depth PNG is the right half of its picture
-        draw = self.pictures or isinstance(result, PointmapResult)
+        if is_video and self.outputs.ordered:
+            return Rendered(paths, None)  # drawn in frame order, at commit
+        draw = self.pictures or self.outputs.picture_is_data
         picture = self.picture(frame, result) if draw else None
         if self.pictures and not is_video:
-            paths.append(write_image(folder / f"{name}.jpg", picture))
-        paths.extend(self._data_files(folder, frame, result, picture))
+            paths.append(write_image(folder / f"{frame.name}.jpg", picture))
+        paths.extend(self.outputs.files(folder, frame, result, picture))
         return Rendered(paths, picture if is_video and self.pictures else None)
 
     def commit(self, frame: Frame, result: Result, rendered: Rendered) -> None:
-        """The ordered part of :meth:`write`: video frames, pose records, the file list."""
+        """The ordered part of :meth:`write`: video frames, end-of-run records, the file list."""
         _check_names(frame)
         is_video = frame.item.kind == "video"
         self.written.extend(rendered.paths)
         picture = rendered.video_picture
-        if is_video and isinstance(result, PointmapResult):  # rendered here (see render)
+        if is_video and self.outputs.ordered:  # rendered here (see render)
             picture = self.picture(frame, result)
-            folder = self.out / frame.item.name
-            self.written.extend(self._data_files(folder, frame, result, picture))
+            self.written.extend(self.outputs.files(self._folder(frame), frame, result, picture))
         if is_video and self.pictures:
             self._add_video_frame(frame, picture)
-        if isinstance(result, PoseResult):
-            key = frame.item if is_video else None
-            self._pose_frames.setdefault(key, []).append(pose_frame_record(result, frame.name))
-            self._coco.extend(
-                coco_results(
-                    result, self._num_pose_frames, frame.name, self.kpt_thr, self.coco_layout
-                )
-            )
-            self._num_pose_frames += 1
+        self.outputs.commit(frame, result)
         if is_video and frame.last:
             self._close_video(frame.item)
-
-    def _data_files(
-        self, folder: Path, frame: Frame, result: Result, picture: np.ndarray | None
-    ) -> list[Path]:
-        """Write the per-frame data files of a dense result; returns their paths."""
-        name = frame.name
-        if isinstance(result, SegResult):
-            paths = [write_image(folder / f"{name}_seg.png", result.labels.astype(np.uint8))]
-            if self.save_npy:
-                np.save(folder / f"{name}_seg.npy", result.labels.astype(np.int64))
-                paths.append(folder / f"{name}_seg.npy")
-            return paths
-        # The normal / albedo PNG is the right half of the picture when there is one (same size).
-        width = frame.rgb.shape[1]
-        same_size = picture is not None and picture.shape[:2] == (frame.rgb.shape[0], 2 * width)
-        if isinstance(result, NormalResult):
-            np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32, copy=False))
-            rgb = picture[:, width:] if same_size else normals_to_rgb(result.normals, result.mask)
-            return [folder / f"{name}_normal.npy", write_image(folder / f"{name}_normal.png", rgb)]
-        if isinstance(result, PointmapResult):
-            np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
-            x, y, z = np.moveaxis(result.points, -1, 0)  # ~5x faster than isfinite(...).all(-1)
-            valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (result.depth > 0)
-            if result.mask is not None:
-                valid &= result.mask
-            return [
-                folder / f"{name}_depth.npy",
-                write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid]),
-                write_image(folder / f"{name}_depth.png", picture[:, width:]),
-            ]
-        if isinstance(result, AlbedoResult):
-            rgb = picture[:, width:] if same_size else albedo_to_rgb(result.albedo, result.mask)
-            return [write_image(folder / f"{name}_albedo.png", rgb)]
-        return []
 
     # ------------------------------------------------------------------ videos
     def _add_video_frame(self, frame: Frame, picture: np.ndarray) -> None:
@@ -274,15 +169,15 @@ class PredictionWriter:
             video.close()
 
     def __getstate__(self) -> dict:
-        """What a render process gets: the settings, without the ordered state (open videos, pose
-        records), which stays with the committing side."""
+        """What a render process gets: the settings, without the ordered state (open videos, the
+        outputs' records), which stays with the committing side."""
         state = self.__dict__.copy()
-        state.update(_videos={}, _depth_ranges={}, _pose_frames={}, _coco=[], written=[])
+        state.update(_videos={}, written=[], outputs=self.outputs.fresh())
         return state
 
     # ------------------------------------------------------------------ end
     def close(self) -> None:
-        """Release open videos and write the pose JSON files.
+        """Release open videos and write the end-of-run files (pose JSON).
 
         Raises:
             OutputError: a video lacks frames (raised after everything else is written).
@@ -293,26 +188,9 @@ class PredictionWriter:
                 self._close_video(item)
             except OutputError as err:
                 errors.append(err)
-        if self.task == "pose":
-            self._write_pose_json()
+        self.written.extend(self.outputs.close(self.out))
         if errors:
             raise errors[0]
-
-    def _write_pose_json(self) -> None:
-        for item, frames in self._pose_frames.items():
-            if item is None:
-                path = self.out / "predictions.json"
-                data = pose_predictions_json(frames, video=None, kpt_thr=self.kpt_thr)
-            else:
-                path = self.out / f"{item.name}_predictions.json"
-                data = pose_predictions_json(
-                    frames, video=str(item.path.name), kpt_thr=self.kpt_thr
-                )
-            path.write_text(json.dumps(data, allow_nan=False))
-            self.written.append(path)
-        path = self.out / "coco_results.json"
-        path.write_text(json.dumps(self._coco, allow_nan=False))
-        self.written.append(path)
 
 
 def _check_names(frame: Frame) -> None:

@@ -76,7 +76,7 @@ def test_missing_and_mixed_sources_are_clear_errors(shards):
     url = _to_memory(shards)
     with pytest.raises(DataError, match="missing shard"):
         ShardIndex(f"{url}/train-000009.tar")
-    with pytest.raises(DataError, match="no shards matching 'val-\\*.tar'"):
+    with pytest.raises(DataError, match=r"no shards matching 'val-\*\.tar'"):
         ShardIndex(url, "val")
     with pytest.raises(DataError, match="mix of local paths and URLs"):
         ShardIndex([shards / "train-000000.tar", f"{url}/train-000001.tar"])

@@ -3,29 +3,59 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
+import numpy as np
 import pytest
 
 import sapiens2
 from sapiens2.cli.main import main
-from sapiens2.demo import DEMO_TASKS, demo_model_path
+from sapiens2.demo import DEMO_TASKS, demo_model_path, find_people, visible_people
 
 
 def test_demo_models_are_bundled_in_the_official_layout():
     for task in DEMO_TASKS:
         model = sapiens2.load_model(demo_model_path(task))
-        assert model.task == task and model.arch.name == "sapiens2_tiny"
+        assert model.task == task and model.arch.name == "sapiens2_demo"
 
 
-def test_demo_writes_the_contact_sheet_offline(tmp_path, monkeypatch):
+def test_demo_writes_the_contact_sheet_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--seed", "1"]) == 0
-    sheet = cv2.imread(str(tmp_path / "demo" / "contact_sheet.png"))
-    assert sheet is not None and sheet.shape[0] > 300 and sheet.shape[1] > 1000
-    assert "contact_sheet.png" in (tmp_path / "demo" / "index.html").read_text()
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["person_pixels"] > 0
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seed", "1"]) == 0
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    # two rows of six full-size panels (576x432 scenes) and the legend row
+    assert sheet is not None and sheet.shape[0] > 2 * 576 + 150 and sheet.shape[1] > 6 * 432
+    page = (out / "index.html").read_text()
+    for link in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert link.startswith("https://") or (out / link).is_file(), link
+    assert "pixelated" not in page and "max-width:none" in page
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["person_pixels"] > 0 and summary["people_in_scene"] >= 1
+    assert summary["median_depth_m"] == round(summary["median_depth_m"], 2)
+    assert "people found:" in capsys.readouterr().out
+
+
+def test_demo_on_a_photo_says_the_models_know_only_synthetic_figures(tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((192, 144, 3), 128, np.uint8))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--image", str(photo)]) == 0
+    said = capsys.readouterr().out
+    assert "synthetic figures only" in said and "facebook/sapiens2-seg-1b" in said
+    page = (tmp_path / "demo" / "index.html").read_text()
+    assert "do not work on photos" in page
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["people_in_scene"] is None
+
+
+@pytest.mark.parametrize("seed", range(10_000, 10_004))
+def test_people_are_found_from_segmentation_and_depth(seed):
+    """On exact labels the demo's person finder counts the visible people of a scene."""
+    from sapiens2.data.synth.render import SynthConfig, render_sample
+
+    scene = render_sample(np.random.default_rng(seed), SynthConfig(288, 216))
+    instances, boxes = find_people(scene.seg, scene.pointmap[..., 2])
+    assert len(boxes) == visible_people(scene.instance) == instances.max()
 
 
 def test_eval_command_writes_reports(synth_data, tmp_path, capsys):
@@ -43,13 +73,37 @@ def test_eval_command_writes_reports(synth_data, tmp_path, capsys):
     assert "is a seg model, not a normal model" in capsys.readouterr().err
 
 
-def test_trained_demo_models_beat_their_random_start(synth_data):
-    """The bundled seg and normal models know synthetic humans better than a random model."""
+@pytest.fixture(scope="module")
+def held_out_scenes(tmp_path_factory):
+    """32 full-distribution synthetic scenes at the demo models' 256x192, a seed unseen in training
+    (the demo models were trained on seed 2026)."""
+    from sapiens2.data.synth.render import SynthConfig
+    from sapiens2.data.synth.writer import WriteConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("demo_held_out") / "data"
+    write_dataset(WriteConfig(root, num=32, seed=77, val_fraction=0.0, render=SynthConfig()))
+    return root
+
+
+# Floors a little under what the bundled models measure on these 32 scenes (seg mIoU 8.9, normal
+# 31.3 deg, depth AbsRel 0.371, albedo MAE 0.138, matting SAD 14.9; docs/demo.md has the 501-scene
+# held-out numbers): a regression of the demo models or of their pipeline fails here. The pose model
+# has no floor: its body AP is 0 (docs/demo.md says why), and a floor of 0 could not fail.
+DEMO_FLOORS = {
+    "seg": ("mIoU", ">=", 7.5),
+    "normal": ("mean", "<=", 34.0),
+    "pointmap": ("depth_abs_rel", "<=", 0.41),
+    "albedo": ("mae", "<=", 0.152),
+    "matting": ("sad", "<=", 16.5),
+}
+
+
+@pytest.mark.parametrize("task", sorted(DEMO_FLOORS))
+def test_bundled_demo_models_meet_their_floor(held_out_scenes, task):
     from sapiens2.evaluation import evaluate
 
-    for task, key, better in (("seg", "aAcc", max), ("normal", "mean", min)):
-        trained = sapiens2.load_model(demo_model_path(task))
-        rand = sapiens2.create_model("sapiens2_tiny", task=task)
-        a = evaluate(trained, task, synth_data, input_size=(256, 192))[key]
-        b = evaluate(rand, task, synth_data, input_size=(256, 192))[key]
-        assert better(a, b) == a and a != pytest.approx(b, rel=0.1), (task, a, b)
+    model = sapiens2.load_model(demo_model_path(task), dtype="fp32")
+    m = evaluate(model, task, held_out_scenes, split="train", input_size=(256, 192), batch_size=16)
+    key, op, floor = DEMO_FLOORS[task]
+    value = m[key]
+    assert (value >= floor) if op == ">=" else (value <= floor), (task, key, value)

@@ -159,3 +159,18 @@ def test_side_by_side_and_ply_round_trip(tmp_path):
     np.testing.assert_array_equal(c2, cols)
     header = (tmp_path / "p.ply").read_bytes()[:200]
     assert b"element vertex 7" in header and b"binary_little_endian" in header
+
+
+def test_depth_colorbar_matches_the_depth_colours():
+    from sapiens2.viz import DepthRange, depth_colorbar, depth_to_rgb
+
+    bounds = DepthRange(near=1.5, far=6.0)
+    bar = depth_colorbar(bounds, 400, 48)
+    assert bar.shape == (48, 400, 3) and bar.dtype == np.uint8
+    # the bar's ends are the colours of the nearest and farthest depth
+    near, far = depth_to_rgb(np.array([[1.5, 6.0]], np.float32), bounds=bounds)[0]
+    np.testing.assert_allclose(bar[5, 12], near, atol=12)
+    np.testing.assert_allclose(bar[5, 400 - 13], far, atol=12)
+    assert (bar[-10:] < 128).any()  # tick labels are drawn under the bar
+    with pytest.raises(ValueError, match="empty"):
+        depth_colorbar(DepthRange())

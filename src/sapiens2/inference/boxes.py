@@ -187,3 +187,64 @@ def boxes_from_mask(
     x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     return np.stack([x, y, x + w - 1, y + h - 1], axis=1).astype(np.float32)
+
+
+def people_from_depth(
+    mask: np.ndarray,
+    depth: np.ndarray,
+    *,
+    max_jump: float = 0.08,
+    min_area_fraction: float = 0.015,
+    grid: int = 128,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Person instances from a person mask and a depth map: one per connected region of the mask
+    that no depth step crosses (people overlapping in the image are apart in depth).
+
+    The mask and depth are first reduced to at most ``grid`` pixels on the long side (nearest), so
+    that a step blurred over a few pixels of a dense prediction still shows: two 4-neighbours of
+    that grid whose depths differ by more than ``max_jump`` × the nearer depth are not connected.
+    Regions smaller than ``min_area_fraction`` of the image are dropped (a hand at the border).
+
+    Args:
+        mask: ``(H, W)`` bool / uint8 person mask.
+        depth: ``(H, W)`` depth in any unit (non-positive or non-finite = unknown).
+
+    Returns:
+        ``(labels, boxes)``: ``(H, W)`` int32 person index 1..N (0 elsewhere, incl. the dropped
+        regions and the step pixels) and ``(N, 4)`` float32 inclusive xyxy boxes, largest first.
+    """
+    mask, depth = np.asarray(mask), np.asarray(depth, dtype=np.float32)
+    if mask.ndim != 2 or depth.shape != mask.shape:
+        raise ValueError(f"need an (H, W) mask and depth, got {mask.shape} and {depth.shape}")
+    h, w = mask.shape
+    f = min(1.0, grid / max(h, w))
+    gh, gw = max(1, round(h * f)), max(1, round(w * f))
+    small_m = cv2.resize((mask > 0).astype(np.uint8), (gw, gh), interpolation=cv2.INTER_NEAREST)
+    small_d = cv2.resize(np.nan_to_num(depth, nan=0.0), (gw, gh), interpolation=cv2.INTER_NEAREST)
+    ok = (small_m > 0) & (small_d > 0)
+    d = np.where(ok, small_d, np.nan)
+    with np.errstate(invalid="ignore"):
+        jump_x = np.abs(d[:, 1:] - d[:, :-1]) > max_jump * np.fmin(d[:, 1:], d[:, :-1])
+        jump_y = np.abs(d[1:] - d[:-1]) > max_jump * np.fmin(d[1:], d[:-1])
+    step = np.zeros_like(ok)
+    step[:, 1:] |= jump_x
+    step[:, :-1] |= jump_x
+    step[1:] |= jump_y
+    step[:-1] |= jump_y
+    # both sides of a step are cut: a line of pixels that no region crosses
+    count, small_labels, stats, _ = cv2.connectedComponentsWithStats(
+        (ok & ~step).astype(np.uint8), connectivity=4
+    )
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64) / (gh * gw)
+    keep = np.flatnonzero(areas >= min_area_fraction) + 1
+    keep = keep[np.argsort(-areas[keep - 1], kind="stable")]
+    relabel = np.zeros(count, np.int32)
+    relabel[keep] = np.arange(1, len(keep) + 1)
+    labels = cv2.resize(relabel[small_labels], (w, h), interpolation=cv2.INTER_NEAREST)
+    labels = np.where(mask > 0, labels, 0).astype(np.int32)
+    boxes = []
+    for i in range(1, len(keep) + 1):
+        ys, xs = np.nonzero(labels == i)
+        if len(xs):
+            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+    return labels, np.asarray(boxes, np.float32).reshape(-1, 4)

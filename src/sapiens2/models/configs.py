@@ -186,3 +186,18 @@ def get_arch(name: str) -> ArchConfig:
     if cfg is None:
         raise KeyError(f"unknown Sapiens2 arch {name!r}; known: {', '.join(ARCHS)}")
     return cfg
+
+
+# The bundled demo models' backbone (tools/train_demo_models.py): 6 full-attention blocks of
+# width 192 at 256x192 inputs, 3,707,712 parameters.
+SAPIENS2_DEMO = _register(
+    replace(
+        SAPIENS2_TINY,
+        name="sapiens2_demo",
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        ffn_dim=768,
+        num_kv_heads=None,
+    )
+)

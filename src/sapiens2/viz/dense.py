@@ -123,3 +123,40 @@ def depth_to_rgb(
     colors = cv2.applyColorMap(codes.reshape(-1, 1), cv2.COLORMAP_TURBO).reshape(-1, 3)[:, ::-1]
     out[valid] = colors
     return out
+
+
+def depth_colorbar(bounds: DepthRange, width: int = 360, height: int = 44) -> np.ndarray:
+    """A horizontal colour bar of :func:`depth_to_rgb` for ``bounds``, labelled in metres: near
+    (red) on the left, far (blue) on the right, ticks at round depths.
+
+    Returns:
+        ``(height, width, 3)`` uint8 RGB on white.
+    """
+    if bounds.near is None or bounds.far is None:
+        raise ValueError("the depth range is empty (no valid depth)")
+    inv_lo = max(1.0 / max(bounds.far, 1e-6), 1.0 / MAX_DEPTH)
+    inv_hi = min(1.0 / max(bounds.near, 1e-6), 1.0 / MIN_DEPTH)
+    pad, bar_h = 12, max(8, height // 2 - 4)
+    inner = width - 2 * pad
+    t = np.linspace(1.0, 0.0, inner)  # left = near = high inverse depth
+    codes = (t * 255).astype(np.uint8).reshape(1, -1)
+    strip = cv2.applyColorMap(codes, cv2.COLORMAP_TURBO)[:, :, ::-1]
+    out = np.full((height, width, 3), 255, np.uint8)
+    out[2 : 2 + bar_h, pad : pad + inner] = np.repeat(strip, bar_h, axis=0)
+    near, far = 1.0 / inv_hi, 1.0 / inv_lo
+    span = far - near
+    step = next((s for s in (0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 20, 50) if span / s <= 5), 100)
+    ticks = np.arange(np.ceil(near / step) * step, far + 1e-9, step)
+    right = -1  # right end of the last label: a tick whose label would overlap it is skipped
+    for d in [near, *ticks.tolist(), far] if len(ticks) < 2 else ticks.tolist():
+        x = pad + round((inv_hi - 1.0 / d) / max(inv_hi - inv_lo, 1e-12) * (inner - 1))
+        text = f"{d:.2f}".rstrip("0").rstrip(".") + " m"
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
+        tx = int(np.clip(x - tw // 2, 0, width - tw))
+        if tx <= right + 4:
+            continue
+        right = tx + tw
+        cv2.line(out, (x, 2 + bar_h), (x, 5 + bar_h), (0, 0, 0), 1)
+        cv2.putText(out, text, (tx, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                    cv2.LINE_AA)  # fmt: skip
+    return out

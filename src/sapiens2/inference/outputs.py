@@ -244,6 +244,7 @@ class AlbedoOutputs(Outputs):
 class PointmapOutputs(Outputs):
     help = (
         "<name>_depth.npy      float32 (H, W) metres, <name>.ply point cloud, <name>_depth.png",
+        "<name>_points.npy     float32 (H, W, 3) XYZ metres; <name>_camera.json scale, intrinsics",
     )
     ordered = True  # a video's depth colours use one range, grown over its frames
     picture_is_data = True  # the depth PNG is the right half of the picture
@@ -263,6 +264,9 @@ class PointmapOutputs(Outputs):
     def files(self, folder, frame, result, picture):
         name = frame.name
         np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
+        np.save(folder / f"{name}_points.npy", result.points.astype(np.float32, copy=False))
+        camera = folder / f"{name}_camera.json"
+        camera.write_text(json.dumps(result.camera(), allow_nan=False))
         x, y, z = np.moveaxis(result.points, -1, 0)  # ~5x faster than isfinite(...).all(-1)
         valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (result.depth > 0)
         if result.mask is not None:
@@ -270,6 +274,8 @@ class PointmapOutputs(Outputs):
         width = frame.rgb.shape[1]
         return [
             folder / f"{name}_depth.npy",
+            folder / f"{name}_points.npy",
+            camera,
             write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid]),
             write_image(folder / f"{name}_depth.png", picture[:, width:]),
         ]

@@ -121,6 +121,71 @@ class NormalResult:
     mask: np.ndarray | None = None
 
 
+#: The focal length (network-input pixels) of the canonical pointmap space: ``s = 768 / fx``.
+CANONICAL_FOCAL_LENGTH = 768.0
+
+
+@dataclass(frozen=True)
+class PinholeFit:
+    """Pinhole intrinsics fitted to a point map (:func:`fit_intrinsics`).
+
+    Attributes:
+        K: ``(3, 3)`` float64 ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` in image pixels
+            (pixel-centre coordinates).
+        rms_px: root-mean-square reprojection error of the points used, in pixels.
+        points: how many points the fit used.
+    """
+
+    K: np.ndarray
+    rms_px: float
+    points: int
+
+
+def fit_intrinsics(
+    points: np.ndarray,
+    mask: np.ndarray | None = None,
+    focal: tuple[float, float] | None = None,
+    max_points: int = 1 << 16,
+) -> PinholeFit | None:
+    """The pinhole camera under which pixel ``(u, v)`` sees ``points[v, u]``: least squares of
+    ``u = fx·X/Z + cx`` and ``v = fy·Y/Z + cy`` over the valid pixels (finite, ``Z > 0``, in
+    ``mask``; an even subsample of at most ``max_points``).
+
+    Args:
+        focal: ``(fx, fy)`` to keep as given (only the principal point is fitted); None fits
+            all four.
+
+    Returns:
+        The fit, or None with fewer than 16 valid pixels (or a degenerate map).
+    """
+    pts = np.asarray(points)
+    valid = np.isfinite(pts).all(axis=-1) & (pts[..., 2] > 0)
+    if mask is not None:
+        valid &= np.asarray(mask, dtype=bool)
+    vs, us = np.nonzero(valid)
+    if len(us) < 16:
+        return None
+    step = max(1, len(us) // max_points)
+    vs, us = vs[::step], us[::step]
+    p = pts[vs, us].astype(np.float64)
+    a = np.stack([p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]], axis=1)  # normalised image coordinates
+    k = np.eye(3)
+    residual = []
+    for axis, pix in ((0, us.astype(np.float64)), (1, vs.astype(np.float64))):
+        if focal is not None:
+            f = float(focal[axis])
+            c = float(np.mean(pix - f * a[:, axis]))
+        else:
+            design = np.stack([a[:, axis], np.ones_like(pix)], axis=1)
+            (f, c), *_ = np.linalg.lstsq(design, pix, rcond=None)
+            if not np.isfinite(f) or abs(f) < 1e-9:
+                return None
+        k[axis, axis], k[axis, 2] = f, c
+        residual.append(pix - (f * a[:, axis] + c))
+    rms = float(np.sqrt(np.mean(residual[0] ** 2 + residual[1] ** 2)))
+    return PinholeFit(k, rms, len(us))
+
+
 @dataclass
 class PointmapResult:
     """Metric camera-frame point map.
@@ -129,16 +194,53 @@ class PointmapResult:
         points: ``(H, W, 3)`` float32 XYZ in metres (x right, y down, z forward).
         scale: the predicted canonical scale ``s = 768 / fx`` (fx in network-input pixels).
         mask: ``(H, W)`` bool foreground, or None.
+        focal_length: ``(fx, fy)`` in image pixels that the scale implies (``768 / s`` undone
+            the network input's resize), or None when unknown.
     """
 
     points: np.ndarray
     scale: float
     mask: np.ndarray | None = None
+    focal_length: tuple[float, float] | None = None
 
     @property
     def depth(self) -> np.ndarray:
         """``(H, W)`` float32 Z in metres."""
         return self.points[..., 2]
+
+    def camera(self) -> dict:
+        """The camera of the point map, for ``<name>_camera.json``: the predicted scale, the
+        focal length it implies, ``K`` (that focal length, with the principal point fitted to the
+        points), ``K_fit`` (all four intrinsics fitted to the points) and their reprojection
+        errors (see docs/formats.md)."""
+        h, w = self.points.shape[:2]
+        fixed = (
+            fit_intrinsics(self.points, self.mask, self.focal_length) if self.focal_length else None
+        )
+        free = fit_intrinsics(self.points, self.mask)
+
+        def k(fit: PinholeFit | None):
+            return None if fit is None else np.round(fit.K, 4).tolist()
+
+        def rms(fit: PinholeFit | None):
+            return None if fit is None else round(fit.rms_px, 4)
+
+        focal = (
+            None if self.focal_length is None else [round(float(f), 4) for f in self.focal_length]
+        )
+        return {
+            "image_size": [int(h), int(w)],
+            "units": "metres",
+            "frame": "OpenCV camera: x right, y down, z forward; pixel centres at integers",
+            "scale": float(self.scale),
+            "canonical_focal_length": CANONICAL_FOCAL_LENGTH,
+            "focal_length_px": focal,
+            "K": k(fixed),
+            "K_rms_px": rms(fixed),
+            "K_fit": k(free),
+            "K_fit_rms_px": rms(free),
+            "fit_points": None if free is None else free.points,
+        }
 
 
 @dataclass

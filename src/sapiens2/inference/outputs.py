@@ -126,7 +126,7 @@ class PoseOutputs(Outputs):
     help = (
         "predictions.json      official schema (one <video>_predictions.json per video)",
         "coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout; "
-        "coco_wholebody133: split into keypoints/foot_kpts/face_kpts/lefthand_kpts/righthand_kpts)",
+        "WholeBody split per part)",
         "<name>_keypoints.json OpenPose JSON, BODY_25 + face 70 + hands 21 (with --openpose)",
     )
     frame_files = False

@@ -56,15 +56,15 @@ def test_coco_gt_ids_and_boxes_wholebody_split_and_openpose(setup, tmp_path):
     assert _predict(setup, out, "--coco-gt", str(root / "gt.json"), "--coco-layout",
                     "coco_wholebody133", "--openpose") == 0  # fmt: skip
     coco = json.loads((out / "coco_results.json").read_text())
-    # a.png: its two annotated boxes; b.png: no annotation, the whole image; c.png: no id, left out
-    assert [(c["image_id"], c["bbox"]) for c in coco] == [
-        (101, [2, 3, 20, 30]), (101, [10, 5, 30, 50]), (202, [0, 0, W - 1, H - 1])
-    ]  # fmt: skip
+    # a.png: its two annotated boxes; b.png: no person annotation, no one; c.png: no id, left out
+    assert [(c["image_id"], c["bbox"]) for c in coco] == [(101, [2, 3, 20, 30]), (101, [10, 5, 30, 50])]  # fmt: skip
     assert all(len(c["face_kpts"]) == 68 * 3 and len(c["keypoints"]) == 17 * 3 for c in coco)
     preds = json.loads((out / "predictions.json").read_text())
     assert [f["image_name"] for f in preds["frames"]] == ["a", "b", "c"]
+    assert preds["frames"][1]["instances"] == [] and len(preds["frames"][2]["instances"]) == 1
     a = json.loads((out / "a_keypoints.json").read_text())
     assert len(a["people"]) == 2 and len(a["people"][0]["pose_keypoints_2d"]) == 75
+    assert json.loads((out / "b_keypoints.json").read_text())["people"] == []
     assert sorted(p.name for p in out.glob("*_keypoints.json")) == [
         "a_keypoints.json", "b_keypoints.json", "c_keypoints.json"
     ]  # fmt: skip

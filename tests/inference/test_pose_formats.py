@@ -68,7 +68,7 @@ def _coco_gt(tmp_path, **extra):
 def test_coco_gt_gives_ids_by_file_name_and_the_person_boxes(tmp_path):
     coco = load_coco_images(_coco_gt(tmp_path))
     assert coco.ids == {"a.png": 42, "b.jpg": 7} and coco.names == {42: "a.png", 7: "b.jpg"}
-    assert list(coco.boxes) == ["a.png"]
+    assert list(coco.boxes) == ["a.png", "b.jpg"] and coco.boxes["b.jpg"].shape == (0, 5)
     np.testing.assert_array_equal(coco.boxes["a.png"], [[2, 3, 22, 33, 1]])
 
 

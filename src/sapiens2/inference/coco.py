@@ -34,7 +34,7 @@ class CocoImages:
         ids: image key (the ``file_name`` without folders) -> COCO image id.
         names: COCO image id -> image key.
         boxes: image key -> ``(N, 5)`` float32 xyxy + score (1) of its person annotations that are
-            not crowds and have a positive size; images without any are absent.
+            not crowds and have a positive size (``(0, 5)`` for an image without any).
     """
 
     ids: dict[str, int]
@@ -114,8 +114,9 @@ def load_coco_images(path: str | Path, max_boxes: int | None = MAX_BOXES) -> Coc
         if w > 0 and h > 0:
             rows.setdefault(names[ann["image_id"]], []).append([x, y, x + w, y + h, 1.0])
     boxes = {}
-    for key, r in rows.items():
-        xyxy, scores = as_boxes(r, name=f"{path}: boxes of {key}", max_boxes=max_boxes)
+    for key in ids:  # an image without person annotations has no people to predict
+        r = rows.get(key, [])
+        xyxy, scores = as_boxes(r or np.zeros((0, 4)), name=f"{path}: boxes of {key}", max_boxes=max_boxes)  # fmt: skip
         boxes[key] = np.concatenate([xyxy, scores[:, None]], axis=1)
     return CocoImages(ids, names, boxes)
 

@@ -50,3 +50,5 @@ def test_camera_json_and_the_focal_length_of_the_scale():
     np.testing.assert_allclose(cam["K_fit"], k, atol=1e-2)
     assert cam["K_rms_px"] < 1e-2 and cam["fit_points"] == 60 * 80
     assert PointmapResult(res.points, 0.5).camera()["K"] is None  # focal length unknown
+    nan = PointmapResult(res.points, float("nan")).camera()  # still valid JSON
+    assert nan["scale"] is None and json.loads(json.dumps(nan, allow_nan=False)) == nan

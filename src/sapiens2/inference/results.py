@@ -377,7 +377,7 @@ class PointmapResult(ResultIO):
             "image_size": [int(h), int(w)],
             "units": "metres",
             "frame": "OpenCV camera: x right, y down, z forward; pixel centres at integers",
-            "scale": float(self.scale),
+            "scale": float(self.scale) if np.isfinite(self.scale) else None,
             "canonical_focal_length": CANONICAL_FOCAL_LENGTH,
             "focal_length_px": focal,
             "K": k(fixed),

@@ -270,6 +270,8 @@ class RayPredictStats:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    startup_seconds: float = 0.0
+    steady_images_per_second: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -510,6 +512,7 @@ class PredictActor:
             "status": col("status", ""),
             "reason": col("reason", ""),
             "people": np.asarray([e.get("people", 0) for e in entries], np.int64),
+            "finished_at": np.full(n, time.time()),  # for the steady rate (see _run_dataset)
         }
 
     def _predict(self, frames: list[Frame], boxes: list, masks: list, entries: list[dict]):
@@ -672,6 +675,8 @@ def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table
     )
     finished: dict[str, dict] = {}
     t0 = last = time.perf_counter()
+    started = time.time()
+    finished_at: list[float] = []  # when the actors finished each row (their clocks)
     with tqdm(total=len(rows), unit="img", desc="predict (ray)", disable=not progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(batch["name"])):
@@ -686,10 +691,19 @@ def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table
                     stats.people += int(batch["people"][i])
             bar.update(len(batch["name"]))
             now = time.perf_counter()
+            finished_at.extend(float(t) for t in batch["finished_at"])
             if now - last > 30:
                 n = len(finished)
                 logger.info("%d/%d image(s), %.1f img/s", n, len(rows), n / (now - t0))
                 last = now
+    # start-up (actors started, models loaded) ends with the first finished batch; the steady
+    # rate counts the rows finished after it, over the time from it to the last one
+    if finished_at:
+        finished_at.sort()
+        stats.startup_seconds = finished_at[0] - started
+        later = sum(t > finished_at[0] for t in finished_at)
+        if later and finished_at[-1] > finished_at[0]:
+            stats.steady_images_per_second = later / (finished_at[-1] - finished_at[0])
     return finished
 
 
@@ -725,6 +739,8 @@ def _write_report(out: Path, stats: RayPredictStats, options: RayOptions) -> Non
         "failed": [{"name": n, "reason": r} for n, r in stats.failed],
         "seconds": round(stats.seconds, 3),
         "images_per_second": round(stats.images_per_second, 3),
+        "startup_seconds": round(stats.startup_seconds, 3),
+        "steady_images_per_second": round(stats.steady_images_per_second, 3),
         "workers": options.num_workers,
         "gpus_per_worker": options.gpus_per_worker,
     }

@@ -71,7 +71,7 @@ def run_ray(args: argparse.Namespace) -> int:
         cpus_per_worker=args.cpus_per_worker,
         batch_size=args.batch_size,
         max_pixels=_max_pixels(args),
-        render_threads=args.io_workers or 1,
+        render_threads=args.io_workers or max(1, int(args.cpus_per_worker)),
     )
     if args.compile and not options.gpus_per_worker:
         logger.info("--compile on CPU actors: each actor compiles its own forward")

@@ -79,6 +79,7 @@ def test_shards_in_memory_fsspec_are_listed_and_read_with_ranged_reads(images, t
     local = list_inputs([tmp_path / "shards"])
     assert [r.name for r in local] == [f"{i:09d}" for i in range(5)]
     assert local[2].key == "000000002.jpg" and local[2].offset > 0
+    assert list_inputs([f"{tmp_path}/shards/*.tar"]) == local  # a glob of shards
     fs = fsspec.filesystem("memory")
     url = f"memory://ray-{uuid.uuid4().hex}"
     for p in sorted((tmp_path / "shards").iterdir()):

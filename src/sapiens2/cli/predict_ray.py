@@ -33,11 +33,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="ray: the cluster to join ('auto', ray://head:10001); default: a local Ray",
     )  # fmt: skip
     group.add_argument("--num-workers", type=int, default=1, metavar="N",
-                       help="ray: model actors, one model load each (default 1)")  # fmt: skip
+                       help="ray: model actors, one model load each (default %(default)s)")  # fmt: skip
     group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
-                       help="ray: GPUs per actor (default 0: CPU actors)")  # fmt: skip
+                       help="ray: GPUs per actor (default %(default)s: CPU actors)")  # fmt: skip
     group.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
-                       help="ray: CPUs per actor: its torch threads and its writing (default 1)")  # fmt: skip
+                       help="ray: CPUs per actor: its torch threads and its writing threads (default %(default)s)")  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace) -> dict:

@@ -22,6 +22,7 @@ from the results kept beside the manifests, in input order: the same bytes as lo
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -180,6 +181,14 @@ def list_inputs(sources: Iterable[str | Path]) -> list[InputRef]:
             continue
         if path.is_file() and path.suffix.lower() == ".tar":
             add_file(text)
+            continue
+        if not path.exists() and glob.has_magic(text):  # images and shards, in path order
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            found = [p for p in found if _is_media(p) or p.suffix == ".tar"]
+            if not found:
+                raise FileNotFoundError(f"no image files or .tar shards match {text!r}")
+            for p in found:
+                add_file(str(p))
             continue
         for item in expand_media([text]):
             add_file(str(item.path))

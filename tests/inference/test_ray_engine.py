@@ -116,6 +116,20 @@ def test_a_done_entry_counts_only_while_its_files_have_their_sizes(tmp_path):
     assert InputRef("a", "a.png", "a.png").offset == -1
 
 
+def test_other_settings_drop_the_previous_manifests(tmp_path):
+    from sapiens2.inference.ray_engine import _start_state
+
+    _start_state(tmp_path, "D1", {"model": "a"})
+    manifest = tmp_path / STATE_DIR / "manifests" / "x.json"
+    manifest.write_text("{}")
+    _start_state(tmp_path, "D1", {"model": "a"})  # the same settings keep them
+    assert manifest.exists()
+    _start_state(tmp_path, "D2", {"model": "b"})
+    assert not manifest.exists()
+    run = json.loads((tmp_path / STATE_DIR / "run.json").read_text())
+    assert run["digest"] == "D2" and run["settings"] == {"model": "b"}
+
+
 # ------------------------------------------------------------------------- end to end on Ray
 ray = pytest.importorskip("ray")
 

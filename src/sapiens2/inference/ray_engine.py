@@ -96,10 +96,10 @@ def _suffix(name: str) -> str:
     return Path(name.split("?", 1)[0]).suffix.lower()
 
 
-def _shard_members(source: str) -> list[tuple[str, str, str, str, int, int]]:
-    """``(stem, suffix, key, shard, offset, size)`` of each sample's image in our shards at ``source``
-    (a ``.tar`` or a folder of them)."""
-    index = ShardIndex(source)
+def _shard_members(shards: list[str]) -> list[tuple[str, str, str, str, int, int]]:
+    """``(stem, suffix, key, shard, offset, size)`` of each sample's image in our ``.tar``
+    shards (read together: each shard index file is read once)."""
+    index = ShardIndex(shards)
     try:
         out = []
         for entry in index.entries:
@@ -148,6 +148,12 @@ def list_inputs(sources: Iterable[str | Path]) -> list[InputRef]:
         UsageError: a video (the Ray engine reads images; videos run on the local engine).
     """
     rows: list[tuple[str, str, str, str, int, int]] = []  # stem, suffix, key, source, off, size
+    tars: list[str] = []  # consecutive shards, listed together
+
+    def flush_tars() -> None:
+        if tars:
+            rows.extend(_shard_members(tars))
+            tars.clear()
 
     def add_file(source: str) -> None:
         name = source.rstrip("/").rsplit("/", 1)[-1]
@@ -158,13 +164,15 @@ def list_inputs(sources: Iterable[str | Path]) -> list[InputRef]:
                 "--engine local"
             )
         if suffix == ".tar":
-            rows.extend((s, x, k, w, o, n) for s, x, k, w, o, n in _shard_members(source))
+            tars.append(source)
             return
+        flush_tars()
         rows.append(
             (name[: len(name) - len(suffix)] if suffix else name, suffix, name, source, -1, -1)
         )
 
     for src in sources:
+        flush_tars()  # one source's shards at a time (one file system each)
         text = str(src)
         if is_url(text):
             for f in _url_files(text):
@@ -192,6 +200,7 @@ def list_inputs(sources: Iterable[str | Path]) -> list[InputRef]:
             continue
         for item in expand_media([text]):
             add_file(str(item.path))
+    flush_tars()
     names = unique_names((stem, suffix) for stem, suffix, *_ in rows)
     return [
         InputRef(name, source, key, offset, size)
@@ -482,7 +491,8 @@ class PredictActor:
                 entry.update(status="unreadable", reason=str(batch["error"][i]))
                 continue
             item = MediaItem(path=Path(source), kind="image", name=name)
-            frame = Frame(item=item, name=name, rgb=np.asarray(batch["rgb"][i]))
+            # a copy: Ray's batches are read-only views of its object store
+            frame = Frame(item=item, name=name, rgb=np.array(batch["rgb"][i]))
             try:
                 frame.prepared = self.predictor.prepare(frame.rgb)
                 box = lookup_boxes(self.boxes_table, key) if self.boxes_table is not None else None

@@ -63,6 +63,7 @@ def run_ray(args: argparse.Namespace) -> int:
     from sapiens2.inference.ray_engine import RayOptions, list_inputs, predict_ray
     from sapiens2.inference.writer import PredictionWriter
     from sapiens2.outdir import OutputLock, command_line, prepare_out_dir
+    from sapiens2.tasks import get_task
 
     options = RayOptions(
         address=args.address,
@@ -103,6 +104,7 @@ def run_ray(args: argparse.Namespace) -> int:
             settings=run_settings(args),
             boxes_table=boxes_table,
             mask_dir=args.mask_dir,
+            result_type=get_task(args.task).result,
         )
     summary = (
         f"{args.task}: {stats.done} image(s) predicted in {stats.seconds:.1f} s "

@@ -611,6 +611,7 @@ def predict_ray(
     settings: dict[str, Any] | None = None,
     boxes_table: dict | None = None,
     mask_dir: Path | None = None,
+    result_type: type | None = None,
     progress: bool = True,
 ) -> RayPredictStats:
     """Predict on ``inputs`` with a pool of Ray actors, writing with ``make_writer()``'s writer
@@ -626,6 +627,8 @@ def predict_ray(
             settings are not reused.
         boxes_table: pose: person boxes by input key (``load_boxes_json``).
         mask_dir: dense tasks: foreground masks (a folder every worker can read).
+        result_type: the task's result class (``sapiens2.tasks.get_task(task).result``); needed
+            by tasks with end-of-run files (pose), which rebuild them from the kept results.
     """
 
     options = options or RayOptions()
@@ -650,7 +653,7 @@ def predict_ray(
             )  # fmt: skip
     stats.done = sum(e["status"] == "done" for e in finished.values())
     stats.people += sum(int(e.get("people", 0)) for e in done_before.values())
-    _finish_outputs(writer, inputs, out, digest)
+    _finish_outputs(writer, inputs, out, digest, result_type)
     stats.seconds = time.perf_counter() - start
     _write_report(out, stats, options)
     return stats
@@ -726,14 +729,15 @@ def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table
     return finished
 
 
-def _finish_outputs(writer, inputs: Sequence[InputRef], out: Path, digest: str) -> None:
+def _finish_outputs(
+    writer, inputs: Sequence[InputRef], out: Path, digest: str, cls: type | None
+) -> None:
     """The end-of-run files (pose JSON), from every finished item's kept result, in input order."""
-    from sapiens2.tasks import get_task
-
     if not _needs_results(writer):
         writer.close()
         return
-    cls = get_task(writer.task).result
+    if cls is None:
+        raise UsageError(f"predict_ray needs the result_type of the {writer.task} task")
     done = load_done(out, digest)
     arrays: dict[str, Any] = {}
     for ref in inputs:

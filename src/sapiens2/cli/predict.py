@@ -133,6 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "lock; not on a CPU)",
     )  # fmt: skip
     add_limit_arguments(parser)
+    from sapiens2.cli.predict_ray import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -263,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.inference.runners import runner_for, runner_tasks
     from sapiens2.outdir import OutputLock, command_line, prepare_out_dir
 
-    resolve_device(args.device)  # an unavailable device is reported before anything is read
+    if getattr(args, "engine", "local") == "local":  # Ray actors resolve it where they run
+        resolve_device(args.device)  # an unavailable device is reported before anything is read
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     runner = runner_for(args.task)
@@ -288,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--input-size must be two positive numbers, got {args.input_size}")
     if args.max_boxes < 1 or args.max_megapixels < 0:
         raise UsageError("--max-boxes must be >= 1 and --max-megapixels >= 0")
+    if getattr(args, "engine", "local") == "ray":
+        from sapiens2.cli.predict_ray import run_ray
+
+        return run_ray(args)
     items = expand_media(args.media)
     if not items:
         raise UsageError("no input to read (special files are skipped)")

@@ -208,6 +208,15 @@ def test_predict_pointmap(models, media, tmp_path, capsys):
         if len(pts):
             assert (pts[:, 2] > 0).all()
         assert cv2.imread(str(out / f"{name}_depth.png")).shape == (H, W, 3)
+        xyz = np.load(out / f"{name}_points.npy")
+        assert xyz.shape == (H, W, 3) and xyz.dtype == np.float32
+        np.testing.assert_array_equal(xyz[..., 2], depth)
+        camera = json.loads((out / f"{name}_camera.json").read_text())
+        assert camera["image_size"] == [H, W] and "K_fit" in camera
+        if camera["scale"] > 0:  # 128x96 input, 64x48 image: the net's 768 / s is twice the image's
+            assert camera["focal_length_px"][0] == pytest.approx(768 / camera["scale"] / 2, 1e-3)
+        else:  # an untrained model's scale may be negative: no focal length
+            assert camera["focal_length_px"] is None and camera["K"] is None
     assert (out / "clip" / "clip_000001.ply").is_file()
 
 

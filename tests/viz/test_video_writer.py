@@ -65,18 +65,19 @@ def test_a_picture_of_another_size_is_fitted_and_logged(tmp_path, caplog):
 
 
 class _DroppingWriter:
-    """A cv2.VideoWriter that silently drops its second frame, as OpenCV does on a bad frame."""
+    """A video encoder that silently drops its second frame, as OpenCV does on a bad frame."""
 
     def __init__(self, inner):
         self.inner, self.calls = inner, 0
+        self.count, self.codec = inner.count, inner.codec
 
     def write(self, image):
         self.calls += 1
         if self.calls != 2:
             self.inner.write(image)
 
-    def release(self):
-        self.inner.release()
+    def close(self):
+        self.inner.close()
 
 
 def test_a_frame_lost_by_the_encoder_is_an_error(tmp_path):
@@ -85,7 +86,7 @@ def test_a_frame_lost_by_the_encoder_is_an_error(tmp_path):
     frames = list(_frames(item, 3))
     writer.write(frames[0], SegResult(np.zeros((H, W), np.uint8)))
     video = writer._videos[item]
-    video._writer = _DroppingWriter(video._writer)
+    video._encoder = _DroppingWriter(video._encoder)
     writer.write(frames[1], SegResult(np.zeros((H, W), np.uint8)))
     with pytest.raises(OutputError, match=r"clip.mp4 holds 2 of the 3 frames written"):
         writer.write(frames[2], SegResult(np.zeros((H, W), np.uint8)))

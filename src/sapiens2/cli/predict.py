@@ -77,7 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flip-test", dest="flip_test", action="store_false",
                         help="pose: skip the flipped second pass")  # fmt: skip
     parser.add_argument("--boxes", type=Path, metavar="JSON",
-                        help='pose: person boxes, {"<image name or stem>": [[x1, y1, x2, y2(, score)], ...]}')  # fmt: skip
+                        help='pose: person boxes, {"<image name or stem>": [[x1, y1, x2, y2(, score)], ...]}, '
+                        "or COCO detection results [{image_id, category_id, bbox [x, y, w, h], score}, ...] "
+                        "(image ids from --coco-gt, else the input named by the id)")  # fmt: skip
+    parser.add_argument("--coco-gt", type=Path, metavar="JSON",
+                        help="pose: a COCO annotation file: coco_results.json gets its image ids "
+                        "(inputs matched by file name; others are left out) and, without --boxes, "
+                        "person boxes from its non-crowd person annotations")  # fmt: skip
+    parser.add_argument("--openpose", action="store_true",
+                        help="pose: also write <name>_keypoints.json in OpenPose's format")  # fmt: skip
     parser.add_argument("--mask-model", metavar="SOURCE",
                         help="segmentation checkpoint: masks the background of dense outputs; pose boxes from its person mask")  # fmt: skip
     parser.add_argument("--mask-dir", type=Path, metavar="DIR",
@@ -125,6 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "lock; not on a CPU)",
     )  # fmt: skip
     add_limit_arguments(parser)
+    from sapiens2.cli.predict_ray import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -255,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.inference.runners import runner_for, runner_tasks
     from sapiens2.outdir import OutputLock, command_line, prepare_out_dir
 
-    resolve_device(args.device)  # an unavailable device is reported before anything is read
+    if getattr(args, "engine", "local") == "local":  # Ray actors resolve it where they run
+        resolve_device(args.device)  # an unavailable device is reported before anything is read
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     runner = runner_for(args.task)
@@ -263,6 +275,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--boxes is only used with --task {_either(runner_tasks(uses_boxes=True))}"
         )
+    for flag, given in (("--coco-gt", args.coco_gt), ("--openpose", args.openpose)):
+        if given and not runner.uses_boxes:
+            raise UsageError(
+                f"{flag} is only used with --task {_either(runner_tasks(uses_boxes=True))}"
+            )
     if args.mask_dir and not runner.uses_masks:
         raise ValueError(
             f"--mask-dir is only used with --task {_either(runner_tasks(uses_masks=True))}"
@@ -275,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--input-size must be two positive numbers, got {args.input_size}")
     if args.max_boxes < 1 or args.max_megapixels < 0:
         raise UsageError("--max-boxes must be >= 1 and --max-megapixels >= 0")
+    if getattr(args, "engine", "local") == "ray":
+        from sapiens2.cli.predict_ray import run_ray
+
+        return run_ray(args)
     items = expand_media(args.media)
     if not items:
         raise UsageError("no input to read (special files are skipped)")
@@ -285,19 +306,26 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, items) -> int:
     from sapiens2.inference.boxes import load_boxes_json, unmatched_keys
+    from sapiens2.inference.coco import load_coco_images
     from sapiens2.inference.engine import default_io_workers, predict_items
     from sapiens2.inference.writer import PredictionWriter
 
-    boxes_table = None
+    boxes_table, coco = None, None
+    if args.coco_gt:
+        coco = load_coco_images(args.coco_gt, max_boxes=args.max_boxes)
+        boxes_table = None if args.boxes else coco.boxes
     if args.boxes:
-        boxes_table = load_boxes_json(args.boxes, max_boxes=args.max_boxes)
+        names = coco.names if coco is not None else None
+        boxes_table = load_boxes_json(args.boxes, max_boxes=args.max_boxes, image_names=names)
+    if boxes_table is not None:
+        source = args.boxes or args.coco_gt
         unknown, missing = unmatched_keys(boxes_table, items)
-        if unknown:
-            logger.warning("%s: %d key(s) match no input and are not used: %s", args.boxes,
+        if unknown and args.boxes:  # a COCO file's other images are expected
+            logger.warning("%s: %d key(s) match no input and are not used: %s", source,
                            len(unknown), ", ".join(sorted(unknown)[:10]))  # fmt: skip
         if missing:
             logger.warning("%s: no boxes for %d image(s), which get the detector's or the whole "
-                           "image's: %s", args.boxes, len(missing), ", ".join(missing[:10]))  # fmt: skip
+                           "image's: %s", source, len(missing), ", ".join(missing[:10]))  # fmt: skip
     predictor = _load_predictor(args)
     writer = PredictionWriter(
         args.task,
@@ -307,6 +335,8 @@ def _run(args: argparse.Namespace, items) -> int:
         coco_layout=args.coco_layout,
         pictures=args.pictures,
         background=args.background,
+        image_ids=coco.ids if coco is not None else None,
+        openpose=args.openpose,
     )
     logger.info(
         "%s model on %s, input %dx%d, %d inputs",

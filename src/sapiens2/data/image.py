@@ -11,7 +11,7 @@ import numpy as np
 from sapiens2.errors import DataError
 from sapiens2.limits import DEFAULT, check_image_header
 
-__all__ = ["IMAGE_MEAN", "IMAGE_STD", "check_rgb", "read_image"]
+__all__ = ["IMAGE_MEAN", "IMAGE_STD", "check_rgb", "decode_image_bytes", "read_image"]
 
 # RGB order, 0-255 scale (the official configs' ImagePreprocessor / data_preprocessor).
 IMAGE_MEAN = (123.675, 116.28, 103.53)
@@ -53,14 +53,27 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT) -> np.ndarray
         if path.exists():
             raise DataError(f"{path}: not a regular file (a FIFO, device or socket)")
         raise FileNotFoundError(f"image not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    check_image_header(data, str(path), max_pixels)
+    return decode_image_bytes(np.fromfile(str(path), dtype=np.uint8), str(path), max_pixels)
+
+
+def decode_image_bytes(
+    data: bytes | np.ndarray, name: str, max_pixels: int | None = DEFAULT
+) -> np.ndarray:
+    """Decode the bytes of an image file exactly as :func:`read_image` reads the file (for
+    images that are no local files: shard members, fsspec URLs); ``name`` is used in errors.
+
+    Raises:
+        DataError: over the pixel limit, or bytes OpenCV cannot decode.
+    """
+    if not isinstance(data, np.ndarray):
+        data = np.frombuffer(data, dtype=np.uint8)
+    check_image_header(data, name, max_pixels)
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error as err:  # e.g. over OpenCV's own 2**30-pixel limit
         raise DataError(
-            f"cannot decode image {path}: {str(err).strip().splitlines()[-1]}"
+            f"cannot decode image {name}: {str(err).strip().splitlines()[-1]}"
         ) from None
     if bgr is None:
-        raise DataError(f"cannot decode image {path}")
+        raise DataError(f"cannot decode image {name}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -79,13 +79,19 @@ def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def load_boxes_json(path: str | Path, max_boxes: int | None = MAX_BOXES) -> dict[str, np.ndarray]:
+def load_boxes_json(
+    path: str | Path, max_boxes: int | None = MAX_BOXES, image_names: dict[int, str] | None = None
+) -> dict[str, np.ndarray]:
     """Read person boxes from a JSON file.
 
     Format: an object mapping an image key to a list of boxes, each ``[x1, y1, x2, y2]`` or
     ``[x1, y1, x2, y2, score]`` (finite numbers, x2 > x1, y2 > y1). The key is the image's file
     name (``"a.jpg"``) or stem (``"a"``); video frames use ``"<video stem>_<frame index, 6
     digits>"`` (``"clip_000012"``).
+
+    Or COCO detection results: a list of ``{image_id, category_id, bbox [x, y, w, h], score}``
+    (:func:`sapiens2.inference.coco.coco_detection_boxes`), with ``image_names`` (image id ->
+    file name, from ``--coco-gt``) or else keyed by the image id.
 
     Returns:
         Mapping from key to an ``(N, 5)`` float32 array (scores 1 where not given).
@@ -100,8 +106,15 @@ def load_boxes_json(path: str | Path, max_boxes: int | None = MAX_BOXES) -> dict
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise BoxesError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(data, list):
+        from sapiens2.inference.coco import coco_detection_boxes
+
+        return coco_detection_boxes(data, path, image_names, max_boxes=max_boxes)
     if not isinstance(data, dict):
-        raise BoxesError(f"{path}: expected an object mapping image names to lists of boxes")
+        raise BoxesError(
+            f"{path}: expected an object mapping image names to lists of boxes, or a list of "
+            "COCO detection results"
+        )
     out = {}
     for key, value in data.items():
         where = f"{path}[{key!r}]"
@@ -123,7 +136,15 @@ def lookup_boxes(table: dict[str, np.ndarray], name: str) -> np.ndarray | None:
     if name in table:
         return table[name]
     stem = Path(name).stem
-    return table.get(stem)
+    if stem in table:
+        return table[stem]
+    key = _numeric_key(stem)
+    return table.get(key) if key else None
+
+
+def _numeric_key(stem: str) -> str | None:
+    """A COCO-style numeric file stem as an image id key (``"000000397133"`` -> ``"397133"``)."""
+    return str(int(stem)) if stem.isascii() and stem.isdigit() else None
 
 
 _FRAME_KEY = re.compile(r"^(?P<video>.+)_\d{6}$")
@@ -144,7 +165,7 @@ def unmatched_keys(table: dict[str, np.ndarray], items) -> tuple[list[str], list
         if item.kind == "video":
             videos.add(item.name)
         else:
-            names.update((item.path.name, item.path.stem))
+            names.update((item.path.name, item.path.stem, _numeric_key(item.path.stem)))
     unknown = []
     for key in table:
         m = _FRAME_KEY.match(key)

@@ -73,6 +73,16 @@ def pose_predictions_json(
 
 KEYPOINT_LAYOUTS = ("goliath308", "coco17", "coco_wholebody133")
 
+#: The COCO-WholeBody results fields and their slices of the 133 keypoints, in the file's order
+#: (what the WholeBody evaluators read: xtcocotools' ``keypoints_wholebody``, mmpose's metric).
+WHOLEBODY_PARTS: dict[str, slice] = {
+    "keypoints": slice(0, 17),  # body
+    "foot_kpts": slice(17, 23),
+    "face_kpts": slice(23, 91),
+    "lefthand_kpts": slice(91, 112),
+    "righthand_kpts": slice(112, 133),
+}
+
 
 def coco_results(
     result: PoseResult,
@@ -85,7 +95,9 @@ def coco_results(
 
     Args:
         layout: ``"goliath308"`` (K = 308, the model's layout), ``"coco17"`` (K = 17) or
-            ``"coco_wholebody133"`` (K = 133; points without a 308 counterpart are 0 with score 0).
+            ``"coco_wholebody133"`` (K = 133; points without a 308 counterpart are 0 with score 0),
+            written as the COCO-WholeBody results are: split into the fields of
+            :data:`WHOLEBODY_PARTS` (``keypoints`` then holds the 17 body points).
 
     ``bbox`` is ``[x, y, w, h]``; ``score`` is the box score times the mean score of the (layout's)
     keypoints above ``kpt_thr`` (0 when none is). Non-finite keypoints are written as (0, 0) with
@@ -106,15 +118,18 @@ def coco_results(
         kp, sc = _valid_keypoints(kp, sc)
         above = sc[sc > kpt_thr]
         score = float(_finite(bs)) * (float(above.mean()) if above.size else 0.0)
-        flat = np.concatenate([kp, sc[:, None]], axis=1).reshape(-1)
-        out.append(
-            {
-                "image_id": image_id,
-                "image_name": image_name,
-                "category_id": 1,
-                "bbox": _round([box[0], box[1], box[2] - box[0], box[3] - box[1]], 2),
-                "score": round(score, 5),
-                "keypoints": _round(flat),
-            }
-        )
+        triplets = np.concatenate([kp, sc[:, None]], axis=1)
+        record = {
+            "image_id": image_id,
+            "image_name": image_name,
+            "category_id": 1,
+            "bbox": _round([box[0], box[1], box[2] - box[0], box[3] - box[1]], 2),
+            "score": round(score, 5),
+        }
+        if layout == "coco_wholebody133":
+            for name, part in WHOLEBODY_PARTS.items():
+                record[name] = _round(triplets[part].reshape(-1))
+        else:
+            record["keypoints"] = _round(triplets.reshape(-1))
+        out.append(record)
     return out

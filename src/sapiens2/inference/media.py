@@ -117,20 +117,31 @@ def expand_media(sources: Iterable[str | Path]) -> list[MediaItem]:
             paths.extend(found)
         else:
             raise FileNotFoundError(f"input not found: {text}")
-    items: list[MediaItem] = []
+    names = unique_names((path.stem, path.suffix) for path in paths)
+    return [
+        MediaItem(path=path, kind=_kind(path), name=name)
+        for path, name in zip(paths, names, strict=True)
+    ]
+
+
+def unique_names(stems: Iterable[tuple[str, str]]) -> list[str]:
+    """Output names of inputs given as ``(stem, suffix)`` in input order: the stem made safe
+    (:func:`safe_name`); a repeated one gets the suffix (``a.jpg`` and ``a.png``: ``a`` and
+    ``a_png``), then a number."""
+    out: list[str] = []
     used: set[str] = set()
-    for path in paths:
-        stem = safe_name(path.stem)
+    for raw, suffix in stems:
+        stem = safe_name(raw)
         name = stem
         if name in used:  # a.jpg and a.png, or the same stem in two folders
-            name = f"{stem}_{path.suffix.lstrip('.').lower()}"
+            name = f"{stem}_{suffix.lstrip('.').lower()}"
             n = 1
             while name in used:
                 n += 1
                 name = f"{stem}_{n}"
         used.add(name)
-        items.append(MediaItem(path=path, kind=_kind(path), name=name))
-    return items
+        out.append(name)
+    return out
 
 
 def _frames_of(item: MediaItem, max_pixels: int | None = DEFAULT) -> Iterator[Frame]:

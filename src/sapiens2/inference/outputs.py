@@ -9,7 +9,8 @@ pose JSON records, a video's depth range) and never branches on the result type.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_
 from sapiens2.viz.layout import side_by_side
 from sapiens2.viz.pose import draw_pose
 from sapiens2.viz.seg import seg_picture
+
+logger = logging.getLogger(__name__)
 
 
 def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
@@ -54,6 +57,10 @@ class WriterOptions:
         pictures: write the ``<name>.jpg`` pictures and rendered videos.
         background: what composites are made over (matting): a colour (a name such as
             ``"green"``, ``"R,G,B"``, ``"#RRGGBB"`` or an RGB tuple) or an image file.
+        image_ids: pose: the ``image_id`` of each input in ``coco_results.json``, by file name
+            (video frames: frame name), as in a COCO annotation file (``--coco-gt``); inputs
+            without one are left out of it. None: a running count of the frames.
+        openpose: pose: also write ``<name>_keypoints.json`` in OpenPose's format.
     """
 
     kpt_thr: float = 0.3
@@ -61,6 +68,8 @@ class WriterOptions:
     coco_layout: str = "goliath308"
     pictures: bool = True
     background: tuple[int, int, int] | str | Path = "green"
+    image_ids: Mapping[str, int] | None = None
+    openpose: bool = False
 
 
 class Outputs:
@@ -116,23 +125,51 @@ def _right_half(picture: np.ndarray | None, rgb: np.ndarray) -> np.ndarray | Non
 class PoseOutputs(Outputs):
     help = (
         "predictions.json      official schema (one <video>_predictions.json per video)",
-        "coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout)",
+        "coco_results.json     COCO keypoint results, [x, y, score] * K (--coco-layout; "
+        "WholeBody split per part)",
+        "<name>_keypoints.json OpenPose JSON, BODY_25 + face 70 + hands 21 (with --openpose)",
     )
     frame_files = False
     light = True
 
     def __init__(self, options: WriterOptions) -> None:
         super().__init__(options)
+        self.frame_files = options.openpose
         self._frames: dict[MediaItem | None, list[dict]] = {}
         self._coco: list[dict] = []
+        self._without_id: list[str] = []
 
     def picture(self, frame, result):
         return draw_pose(frame.rgb, result.keypoints, result.scores, kpt_thr=self.options.kpt_thr)
 
+    def files(self, folder, frame, result, picture):
+        if not self.options.openpose:
+            return []
+        from sapiens2.inference.openpose import openpose_json
+
+        path = folder / f"{frame.name}_keypoints.json"
+        data = openpose_json(result, kpt_thr=self.options.kpt_thr)
+        path.write_text(json.dumps(data, allow_nan=False))
+        return [path]
+
+    def _image_id(self, frame) -> int | None:
+        ids = self.options.image_ids
+        if ids is None:  # COCO id: frames so far
+            return sum(len(v) for v in self._frames.values()) - 1
+        for key in (
+            (frame.item.path.name, frame.name) if frame.item.kind == "image" else (frame.name,)
+        ):
+            if key in ids:
+                return ids[key]
+        return None
+
     def commit(self, frame, result):
         key = frame.item if frame.item.kind == "video" else None
         self._frames.setdefault(key, []).append(pose_frame_record(result, frame.name))
-        image_id = sum(len(v) for v in self._frames.values()) - 1  # COCO id: frames so far
+        image_id = self._image_id(frame)
+        if image_id is None:
+            self._without_id.append(frame.name)
+            return
         self._coco.extend(
             coco_results(
                 result, image_id, frame.name, self.options.kpt_thr, self.options.coco_layout
@@ -153,6 +190,10 @@ class PoseOutputs(Outputs):
             paths.append(path)
         path = out / "coco_results.json"
         path.write_text(json.dumps(self._coco, allow_nan=False))
+        if self._without_id:
+            logger.warning("%d frame(s) have no image id in the COCO annotation file and are left "
+                           "out of %s: %s", len(self._without_id), path,
+                           ", ".join(self._without_id[:10]))  # fmt: skip
         return [*paths, path]
 
 
@@ -203,6 +244,7 @@ class AlbedoOutputs(Outputs):
 class PointmapOutputs(Outputs):
     help = (
         "<name>_depth.npy      float32 (H, W) metres, <name>.ply point cloud, <name>_depth.png",
+        "<name>_points.npy     float32 (H, W, 3) XYZ metres; <name>_camera.json scale, intrinsics",
     )
     ordered = True  # a video's depth colours use one range, grown over its frames
     picture_is_data = True  # the depth PNG is the right half of the picture
@@ -222,6 +264,9 @@ class PointmapOutputs(Outputs):
     def files(self, folder, frame, result, picture):
         name = frame.name
         np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
+        np.save(folder / f"{name}_points.npy", result.points.astype(np.float32, copy=False))
+        camera = folder / f"{name}_camera.json"
+        camera.write_text(json.dumps(result.camera(), allow_nan=False))
         x, y, z = np.moveaxis(result.points, -1, 0)  # ~5x faster than isfinite(...).all(-1)
         valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (result.depth > 0)
         if result.mask is not None:
@@ -229,6 +274,8 @@ class PointmapOutputs(Outputs):
         width = frame.rgb.shape[1]
         return [
             folder / f"{name}_depth.npy",
+            folder / f"{name}_points.npy",
+            camera,
             write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid]),
             write_image(folder / f"{name}_depth.png", picture[:, width:]),
         ]

@@ -19,7 +19,13 @@ import torch
 from sapiens2.data.geometry import LetterboxParams
 from sapiens2.inference import postprocess
 from sapiens2.inference.preprocess import Prepared, letterbox, stretch_resize
-from sapiens2.inference.results import PointmapResult, PoseResult, Result, SegResult
+from sapiens2.inference.results import (
+    CANONICAL_FOCAL_LENGTH,
+    PointmapResult,
+    PoseResult,
+    Result,
+    SegResult,
+)
 from sapiens2.inference.topdown import crop_people, keypoints_to_image
 
 if TYPE_CHECKING:
@@ -121,8 +127,19 @@ class PointmapRunner(Runner):
             )  # fmt: skip
             for j, (s, metric) in enumerate(zip(maps[0], maps[1:], strict=True)):
                 points = postprocess.metric_pointmap_from_host(metric, float(s), lbs[j])
-                results.append(PointmapResult(points, float(s), fg[start + j]))
+                focal = _focal_length(float(s), lbs[j])
+                results.append(PointmapResult(points, float(s), fg[start + j], focal))
         return results
+
+
+def _focal_length(scale: float, box: LetterboxParams) -> tuple[float, float] | None:
+    """``(fx, fy)`` in image pixels from the predicted scale ``s = 768 / fx`` (fx in the
+    letterboxed network input's pixels); None for a scale that is not positive."""
+    if not (np.isfinite(scale) and scale > 0):
+        return None
+    f = CANONICAL_FOCAL_LENGTH / scale
+    fx, fy = box.factors
+    return f / fx, f / fy
 
 
 class PoseRunner(Runner):

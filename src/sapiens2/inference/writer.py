@@ -9,6 +9,7 @@ predict --help`` lists them).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import multiprocessing
 import queue
@@ -16,6 +17,7 @@ import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -42,18 +44,149 @@ class Rendered:
     video_picture: np.ndarray | None
 
 
-class _Video:
-    """One output video: every picture becomes a frame of the size of the first one, and
-    :meth:`close` checks that the file holds every frame (OpenCV's writer drops a frame of
-    another size with a logged warning only)."""
+#: H.264 encoders tried in order through PyAV (FFmpeg's names; which exist depends on its build).
+H264_ENCODERS = ("libx264", "libopenh264", "h264")
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    fps = fps if np.isfinite(fps) and fps > 0 else 25.0
+    return Fraction(fps).limit_denominator(1001)
+
+
+class _AvEncoder:
+    """H.264 (yuv420p, MP4 with the index first) through PyAV: what browsers play.
+
+    Raises:
+        OutputError: PyAV has no H.264 encoder, or cannot open the file.
+    """
+
+    codec = "h264"
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
-        self.path, self.size, self.frames = path, size, 0
-        self._refitted = 0
+        import av
+
+        h, w = size
+        self.size = (h + h % 2, w + w % 2)  # 4:2:0 chroma needs even sides: pad by one pixel
+        self._container = av.open(str(path), "w", container_options={"movflags": "faststart"})
+        try:
+            self._stream = self._h264_stream(av, _fps_fraction(fps))
+        except BaseException:
+            self._container.close()
+            raise
+        self._stream.width, self._stream.height = self.size[1], self.size[0]
+        self._stream.pix_fmt = "yuv420p"
+        self._av = av
+
+    def _h264_stream(self, av, rate: Fraction):
+        errors = []
+        for name in H264_ENCODERS:
+            try:
+                stream = self._container.add_stream(name, rate=rate)
+            except Exception as err:  # this FFmpeg build lacks the encoder
+                errors.append(f"{name}: {err}")
+                continue
+            self.codec = name
+            return stream
+        raise OutputError(f"PyAV has no H.264 encoder ({'; '.join(errors)})")
+
+    def write(self, rgb: np.ndarray) -> None:
+        h, w = rgb.shape[:2]
+        if (h, w) != self.size:
+            rgb = cv2.copyMakeBorder(rgb, 0, self.size[0] - h, 0, self.size[1] - w, cv2.BORDER_CONSTANT)  # fmt: skip
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        try:
+            self._container.mux(self._stream.encode(None))  # flush the delayed frames
+        finally:
+            self._container.close()
+
+    @staticmethod
+    def count(path: Path) -> int:
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+class _CvEncoder:
+    """MPEG-4 part 2 (``mp4v``) through OpenCV: the fallback without PyAV."""
+
+    codec = "mp4v"
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+        self.size = size
         h, w = size
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not self._writer.isOpened():
             raise OutputError(f"cannot open a video writer for {path}")
+
+    def write(self, rgb: np.ndarray) -> None:
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self._writer.release()
+
+    @staticmethod
+    def count(path: Path) -> int:
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        finally:
+            cap.release()
+
+
+def have_pyav() -> bool:
+    """Whether PyAV (the ``video`` extra) is installed."""
+    return importlib.util.find_spec("av") is not None
+
+
+_FALLBACK_LOGGED: list[bool] = []
+
+
+def _open_encoder(path: Path, fps: float, size: tuple[int, int], codec: str):
+    """The encoder for ``codec``: ``"h264"`` (PyAV), ``"mp4v"`` (OpenCV) or ``"auto"`` (H.264
+    when PyAV is installed and has an encoder, else mp4v, logged once)."""
+    if codec not in ("auto", "h264", "mp4v"):
+        raise ValueError(f"unknown video codec {codec!r}; expected auto, h264 or mp4v")
+    if codec == "mp4v":
+        return _CvEncoder(path, fps, size)
+    if codec == "h264" or have_pyav():
+        try:
+            return _AvEncoder(path, fps, size)
+        except Exception as err:
+            if codec == "h264":
+                raise OutputError(f"cannot write H.264 video {path}: {err}") from err
+            reason = f"PyAV cannot write H.264 ({err})"
+    else:
+        reason = "PyAV is not installed (pip install 'sapiens2[video]')"
+    if not _FALLBACK_LOGGED:
+        _FALLBACK_LOGGED.append(True)
+        logger.info("videos are written as mp4v, which browsers do not play: %s", reason)
+    return _CvEncoder(path, fps, size)
+
+
+class _Video:
+    """One output video: every picture becomes a frame of the size of the first one, and
+    :meth:`close` checks that the file holds every frame (OpenCV's writer drops a frame of
+    another size with a logged warning only).
+
+    Args:
+        codec: ``"auto"`` (H.264 through PyAV when installed, else OpenCV's mp4v), ``"h264"``
+            or ``"mp4v"``.
+    """
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], codec: str = "auto") -> None:
+        self.path, self.size, self.frames = path, size, 0
+        self._refitted = 0
+        self._encoder = _open_encoder(path, fps, size, codec)
+
+    @property
+    def codec(self) -> str:
+        """The encoder writing the file (an H.264 encoder's name, or ``"mp4v"``)."""
+        return self._encoder.codec
 
     def write(self, picture: np.ndarray) -> None:
         """Add a uint8 RGB picture; one of another size is fitted into the video's frame
@@ -66,7 +199,7 @@ class _Video:
                 )  # fmt: skip
             self._refitted += 1
             picture = fit_into(picture, self.size)
-        self._writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        self._encoder.write(picture)
         self.frames += 1
 
     def close(self) -> None:
@@ -75,12 +208,8 @@ class _Video:
         Raises:
             OutputError: the file holds fewer frames than were written.
         """
-        self._writer.release()
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            stored = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-        finally:
-            cap.release()
+        self._encoder.close()
+        stored = self._encoder.count(self.path)
         if stored != self.frames:
             raise OutputError(f"{self.path} holds {stored} of the {self.frames} frames written")
 

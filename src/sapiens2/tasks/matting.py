@@ -20,6 +20,7 @@ from sapiens2.data.geometry import LetterboxParams
 from sapiens2.inference.media import read_image
 from sapiens2.inference.outputs import Outputs, WriterOptions, write_image
 from sapiens2.inference.preprocess import unletterbox
+from sapiens2.inference.results import ResultIO, beside_image
 from sapiens2.inference.runners import MapRunner
 from sapiens2.metrics.matting import MattingMetric
 from sapiens2.models.configs import ArchConfig
@@ -49,7 +50,7 @@ def head_widths(arch: ArchConfig) -> DenseHeadConfig:
 
 
 @dataclass
-class MattingResult:
+class MattingResult(ResultIO):
     """An alpha matte and the person's colour at the image size.
 
     Attributes:
@@ -61,6 +62,23 @@ class MattingResult:
     alpha: np.ndarray
     foreground: np.ndarray
     mask: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        """``{image_size, foreground_pixels (alpha >= 0.5), alpha_mean}`` (the matte and colour:
+        :meth:`to_array` / ``.npy``)."""
+        return {
+            "image_size": [int(v) for v in self.alpha.shape],
+            "foreground_pixels": int(np.count_nonzero(self.alpha >= 0.5)),
+            "alpha_mean": float(np.mean(self.alpha)),
+        }
+
+    def to_array(self) -> np.ndarray:
+        """``(H, W, 4)`` float32: the pre-multiplied foreground RGB, then alpha."""
+        return np.concatenate([self.foreground, self.alpha[..., None]], axis=-1).astype(np.float32)
+
+    def plot(self, image: np.ndarray | None = None) -> np.ndarray:
+        """The matte in gray (``[image | matte]`` with an image)."""
+        return beside_image(image, alpha_to_rgb(self.alpha))
 
     @classmethod
     def from_map(cls, m: np.ndarray, mask: np.ndarray | None = None) -> MattingResult:

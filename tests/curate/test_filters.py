@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+import sapiens2
 from sapiens2.curate.config import QualityConfig
 from sapiens2.curate.embed import BackboneEmbedder
 from sapiens2.curate.person import SegmentationDetector, person_verdict
@@ -117,7 +118,8 @@ def test_backbone_embedder_cls_and_mean():
     cls = BackboneEmbedder("demo:seg", "cls", (160, 128))
     mean = BackboneEmbedder("demo:seg", "mean", (160, 128))
     a, b = cls(img), mean(img)
-    assert a.shape == b.shape == (64,) and a.dtype == np.float32
+    width = sapiens2.load_model("demo:seg").arch.embed_dim
+    assert a.shape == b.shape == (width,) and a.dtype == np.float32
     assert abs(np.linalg.norm(a) - 1) < 1e-5 and abs(np.linalg.norm(b) - 1) < 1e-5
     assert not np.allclose(a, b)
     assert np.array_equal(a, cls(img))

@@ -81,6 +81,24 @@ def build_models(seed: int):
     return backbone, models
 
 
+def init_from(models: dict, folder: Path) -> None:
+    """Continues from earlier demo models: each task model (the shared backbone and its head) takes
+    the weights of ``<folder>/<task>.safetensors`` (bfloat16 files are widened to float32). The
+    stage-1 models share one backbone, so every file must hold the same backbone weights."""
+    import sapiens2
+
+    backbone_state = None
+    for task in JOINT:
+        loaded = sapiens2.load_model(folder / f"{task}.safetensors", dtype="fp32")
+        state = loaded.backbone.state_dict()
+        if backbone_state is None:
+            backbone_state = state
+        elif any(not torch.equal(state[k], backbone_state[k]) for k in state):
+            raise ValueError(f"{folder}: the {task} model's backbone differs from the others'")
+        models[task].load_state_dict(loaded.state_dict(), strict=True)
+    logger.info("initialised from %s", folder)
+
+
 class DenseJoint(Dataset):
     """The four dense tasks' items of one scene (the same image, no augmentation)."""
 
@@ -230,6 +248,8 @@ def train_joint(args, device) -> dict:
     from sapiens2.train.losses.pose import PoseLossWeights
 
     backbone, models = build_models(args.seed)
+    if args.init is not None:
+        init_from(models, args.init)
     models = {t: models[t].to(device).train() for t in JOINT}
     params = list({id(p): p for m in models.values() for p in m.parameters()}.values())
     logger.info("parameters: %s (backbone %s)", sum(p.numel() for p in params),
@@ -421,6 +441,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="scenes per step (and pose crops)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start stage 1 from the task models in this folder (e.g. the bundled ones)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--count-scenes", type=int, default=100, help="scenes for the people count")
     parser.add_argument(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sapiens2.train.losses.common import (
@@ -48,8 +47,15 @@ def normal_cosine_loss(
     Returns:
         Scalar: mean over valid pixels of the whole batch (0 with no valid pixel).
     """
-    cos = (F.normalize(pred, dim=1, eps=eps) * F.normalize(target, dim=1, eps=eps)).sum(1, True)
+    cos = (_unit(pred, eps) * _unit(target, eps)).sum(1, True)
     return masked_elem_mean(1 - cos, mask)
+
+
+def _unit(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``torch.nn.functional.normalize(x, dim=1, eps=eps)`` written out: the same value
+    (``sqrt(max(s, eps²)) == max(sqrt(s), eps)``), several times faster on CPU than
+    ``linalg_vector_norm`` over dim 1; clamping before the root keeps the gradient at 0 finite."""
+    return x / (x * x).sum(1, keepdim=True).clamp_min(eps * eps).sqrt()
 
 
 def normal_grad_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

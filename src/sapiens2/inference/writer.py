@@ -227,18 +227,20 @@ class PredictionWriter:
 
     Args:
         task: the prediction task (its registered outputs say what is written).
-        out_dir: output folder (created).
+        out_dir: output folder (created); None for a writer that only renders into memory
+            (:meth:`render_members`) and writes its end-of-run files into a given sink.
         kpt_thr, save_npy, coco_layout, pictures, and other keywords: the
             :class:`~sapiens2.inference.outputs.WriterOptions`.
     """
 
-    def __init__(self, task: str, out_dir: str | Path, **options) -> None:
+    def __init__(self, task: str, out_dir: str | Path | None, **options) -> None:
         self.task = task
         self.options = WriterOptions(**options)
         self.outputs = outputs_for(task, self.options)
         self.pictures = self.options.pictures
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = Path(out_dir) if out_dir is not None else None
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
         self._videos: dict[MediaItem, _Video] = {}
         self.written: list[Path] = []
 
@@ -254,6 +256,8 @@ class PredictionWriter:
         self.commit(frame, result, self.render(frame, result))
 
     def _folder(self, frame: Frame) -> Path:
+        if self.out is None:
+            raise ValueError("this writer has no output folder: it renders into memory only")
         return self.out / frame.item.name if frame.item.kind == "video" else self.out
 
     def render(self, frame: Frame, result: Result) -> Rendered:
@@ -345,6 +349,8 @@ class PredictionWriter:
                 self._close_video(item)
             except OutputError as err:
                 errors.append(err)
+        if sink is None and self.out is None:
+            raise ValueError("this writer has no output folder: give close() a sink")
         self.written.extend(self.outputs.close(sink or FolderSink(self.out)))
         if errors:
             raise errors[0]

@@ -5,10 +5,13 @@ End to end on Ray: tests/inference/test_ray_engine.py."""
 from __future__ import annotations
 
 import io
+import json
+import sys
 import tarfile
 import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -16,6 +19,7 @@ from sapiens2.cli.main import main
 from sapiens2.data.shards import ShardIndex
 from sapiens2.errors import UsageError
 from sapiens2.inference.media import Frame, MediaItem
+from sapiens2.inference.ray_engine import MANIFESTS, _drop_orphans, _manifests, load_done
 from sapiens2.inference.ray_outputs import (
     OutputStore,
     ParquetOutput,
@@ -154,3 +158,41 @@ def test_local_predict_refuses_a_url_out(tmp_path, capsys):
             "--device", "cpu", str(tmp_path / "a.png")]  # fmt: skip
     assert main(argv) != 0
     assert "URLs are for --engine ray --output-format shards|parquet" in capsys.readouterr().err
+
+
+def test_resume_state_on_an_object_store_counts_shards_by_size():
+    store = _memory_store()
+    store.put("shards/seg-000000.tar", b"x" * 10)
+    store.put("shards/seg-000001.tar", b"x" * 10)  # its manifest was never written: an orphan
+    store.put("shards/seg-000002.tar.77.abcd.partial", b"x")  # a write cut short
+    store.put("shards/notes.txt", b"mine")  # not ours: left alone
+    items = [{"name": n, "source": f"{n}.png", "key": f"{n}.png", "status": "done",
+              "files": {"shards/seg-000000.tar": 10}} for n in ("a", "b")]  # fmt: skip
+    body = {"digest": "D", "containers": ["shards/seg-000000.tar"], "items": items}
+    store.put(f"{MANIFESTS}/seg-000000.json", json.dumps(body).encode())
+    manifests = list(_manifests(store, "D"))
+    _drop_orphans(store, manifests)
+    assert store.list("shards") == ["shards/notes.txt", "shards/seg-000000.tar"]
+    assert sorted(e["name"] for e in load_done(store, "D").values()) == ["a", "b"]
+    store.put("shards/seg-000000.tar", b"x" * 9)  # another size: its images are redone
+    assert load_done(store, "D") == {}
+
+
+def test_ray_refusals_come_before_ray_starts(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a.png").write_bytes(b"")
+    base = ["predict", "--task", "seg", "--model", "demo:seg", "--device", "cpu",
+            "--engine", "ray"]  # fmt: skip
+    cases = [
+        (["--out", "s3://b/x", str(tmp_path / "a.png")], "needs --output-format shards or parquet"),
+        (["--out", "memory://x", "--output-format", "shards", str(tmp_path / "a.png")],
+         "memory:// store lives in one process"),
+        (["--out", str(tmp_path / "o"), "--output-format", "shards", "memory://in/a.png"],
+         "memory:// inputs live in this process"),
+    ]  # fmt: skip
+    fsspec.filesystem("memory").pipe("memory://in/a.png", b"")
+    for argv, message in cases:
+        assert main(base + argv) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    with pytest.raises(UsageError, match="parquet needs pyarrow"):
+        check_out(tmp_path, "parquet")

@@ -13,11 +13,12 @@ from sapiens2.inference.ray_outputs import OUTPUT_FORMATS
 
 logger = logging.getLogger(__name__)
 
-# flags that change how a run is laid out, not what it writes (left out of the resume digest)
+# flags that change how a run is laid out, not what it writes (left out of the resume digest;
+# predict_ray adds a non-default --output-format to it itself)
 _LAYOUT_FLAGS = frozenset(
     {"media", "out", "engine", "address", "num_workers", "gpus_per_worker", "cpus_per_worker",
-     "io_workers", "render_processes", "batch_size", "shard_size", "verbose", "quiet",
-     "log_level"}
+     "io_workers", "render_processes", "batch_size", "shard_size", "output_format", "verbose",
+     "quiet", "log_level"}
 )  # fmt: skip
 
 

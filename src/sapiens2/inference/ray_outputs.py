@@ -102,8 +102,9 @@ class OutputStore(Sink):
         try:
             if self.is_local:
                 return self.local_path(name).stat().st_size
+            self.fs.invalidate_cache(self._path(name))  # the actors write in other processes
             return int(self.fs.size(self._path(name)))
-        except (OSError, FileNotFoundError):
+        except OSError:
             return -1
 
     def list(self, folder: str) -> list[str]:
@@ -112,10 +113,12 @@ class OutputStore(Sink):
             path = self.local_path(folder)
             found = [p.name for p in path.iterdir() if p.is_file()] if path.is_dir() else []
         else:
+            self.fs.invalidate_cache(self._path(folder))  # listings cached before the actors wrote
             try:
-                found = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._path(folder), detail=False)]  # fmt: skip
+                listed = self.fs.ls(self._path(folder), detail=False)
             except FileNotFoundError:
-                found = []
+                listed = []
+            found = [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
         return sorted(f"{folder}/{n}" for n in found)
 
     def remove(self, name: str) -> None:

@@ -211,3 +211,91 @@ def test_ray_pose_resumes_after_a_crash_and_equals_local_predict(
     assert report["done_before"] == 5 and report["done_now"] == 0 and len(report["unreadable"]) == 1
     assert _files(out) == remote
     shutil.rmtree(tmp_path / "local")
+
+
+# ------------------------------------------------------------------------- shards and Parquet
+def _untar(path):
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
+def _as_member(file):  # <name>_seg.png -> <name>.seg.png (our names have no dots)
+    stem, _, ext = file.partition(".")
+    name, _, part = stem.partition("_")
+    return f"{name}.{part}.{ext}" if part else file
+
+
+@pytest.mark.slow
+def test_ray_shards_hold_the_local_files_and_resume_one_deleted_shard(
+    ray_local, models, images, tmp_path
+):
+    one = ["--batch-size", "1"]  # forwards of one image, locally and in the actors
+    assert _predict("seg", models, tmp_path / "local", images, extra=one) == 0
+    out = tmp_path / "ray"
+    fmt = ["--output-format", "shards", "--shard-size", "2", *one]
+    assert _predict("seg", models, out, images, ray_workers=1, extra=fmt) == 0
+    shards = sorted((out / "shards").glob("seg-*.tar"))
+    assert 3 <= len(shards) <= 4  # 6 rows (one unreadable) in actor batches of at most 2
+    members = {}
+    for shard in shards:
+        members.update(_untar(shard))
+    local = {_as_member(k): v for k, v in _files(tmp_path / "local").items()}
+    assert sorted(members) == sorted(local) and len(local) == 10
+    assert [k for k in local if local[k] != members[k]] == []  # byte-equal members
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["done_now"] == 5 and report["output_format"] == "shards"
+    # a lost shard: a re-run redoes its images only, into a new shard; the others stay as they are
+    gone = next(s for s in shards if len(_untar(s)) == 4)
+    before = {s.name: (s.stat().st_mtime_ns, s.read_bytes()) for s in shards if s != gone}
+    lost = sorted(_untar(gone))
+    gone.unlink()
+    assert _predict("seg", models, out, images, ray_workers=1, extra=fmt) == 0
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["done_now"] == 2 and report["done_before"] == 3
+    after = sorted((out / "shards").glob("seg-*.tar"))
+    assert {s.name: (s.stat().st_mtime_ns, s.read_bytes()) for s in after if s.name in before} == before  # fmt: skip
+    redone = {}  # the lost images (and the unreadable one, tried again) in new shards
+    for shard in after:
+        if shard.name not in before:
+            redone.update(_untar(shard))
+    assert redone == {k: local[k] for k in lost}
+
+
+@pytest.mark.slow
+def test_ray_parquet_to_a_file_url_equals_local_pose(ray_local, models, images, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from sapiens2.inference.export import pose_frame_record
+    from sapiens2.inference.results import PoseResult
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the actor (one CPU): the same float32 summation order
+    try:
+        assert (
+            _predict("pose", models, tmp_path / "local", images, extra=["--batch-size", "1"]) == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "ray"
+    fmt = ["--output-format", "parquet", "--shard-size", "3", "--batch-size", "1"]
+    assert _predict("pose", models, f"file://{out}", images, ray_workers=1, extra=fmt) == 0
+    local = _files(tmp_path / "local")
+    for name in ("predictions.json", "coco_results.json"):  # end-of-run files, the same bytes
+        assert (out / name).read_bytes() == local[name]
+    frames = {f["image_name"]: f for f in json.loads(local["predictions.json"])["frames"]}
+    tables = sorted((out / "parquet").glob("pose-*.parquet"))
+    rows = [r for t in tables for r in pq.read_table(t).to_pylist()]
+    assert sorted(r["name"] for r in rows) == sorted(frames) and len(rows) == 5
+    for row in rows:
+        n = len(row["box_scores"])
+        result = PoseResult(
+            np.asarray(row["keypoints"], np.float32).reshape(n, -1, 2),
+            np.asarray(row["keypoint_scores"], np.float32).reshape(n, -1),
+            np.asarray(row["boxes"], np.float32).reshape(n, 4),
+            np.asarray(row["box_scores"], np.float32),
+            (row["height"], row["width"]),
+        )
+        assert pose_frame_record(result, row["name"]) == frames[row["name"]]  # equal arrays
+        (member,) = row["members"]  # the picture, in the tar beside the Parquet file
+        assert _untar(out / row["shard"])[member] == local[member]

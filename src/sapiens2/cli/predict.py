@@ -53,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="task checkpoint: file, folder, hub id (owner/name or hf://owner/name/file) or demo:<task>",
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--out", required=True, type=out_location, metavar="DIR",
+        help="output folder (--engine ray --output-format shards|parquet: also an fsspec URL, "
+        "s3://bucket/labels, gs://..., file://...)",
+    )  # fmt: skip
     add_device_argument(parser)
     parser.add_argument(
         "--dtype",
@@ -136,6 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sapiens2.cli.predict_ray import add_engine_arguments
 
     add_engine_arguments(parser)
+
+
+def out_location(text: str) -> Path | str:
+    """``--out``: a folder (a ``Path``), or an fsspec URL kept as text."""
+    from sapiens2.data.shards import is_url
+
+    return text if is_url(text) else Path(text)
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -296,6 +307,11 @@ def run(args: argparse.Namespace) -> int:
         from sapiens2.cli.predict_ray import run_ray
 
         return run_ray(args)
+    if isinstance(args.out, str):
+        raise UsageError(
+            f"--out {args.out}: local predict writes a folder; URLs are for --engine ray "
+            "--output-format shards|parquet"
+        )
     items = expand_media(args.media)
     if not items:
         raise UsageError("no input to read (special files are skipped)")

@@ -8,6 +8,7 @@ pose JSON records, a video's depth range) and never branches on the result type.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ import numpy as np
 
 from sapiens2.inference.export import coco_results, pose_frame_record, pose_predictions_json
 from sapiens2.inference.media import Frame, MediaItem
-from sapiens2.inference.ply import write_ply
+from sapiens2.inference.ply import ply_bytes
 from sapiens2.viz.dense import DepthRange, albedo_to_rgb, depth_to_rgb, normals_to_rgb
 from sapiens2.viz.layout import side_by_side
 from sapiens2.viz.pose import draw_pose
@@ -28,9 +29,10 @@ from sapiens2.viz.seg import seg_picture
 logger = logging.getLogger(__name__)
 
 
-def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
-    """Write an ``(H, W, 3)`` uint8 RGB, ``(H, W, 4)`` RGBA (PNG) or ``(H, W)`` gray image; the
-    format from the suffix."""
+Buffer = bytes | bytearray | memoryview
+
+
+def _encoded(rgb: np.ndarray, suffix: str, quality: int) -> np.ndarray:
     # cvtColor swaps the channels ~10x faster than copying the reversed numpy view
     if rgb.ndim == 3 and rgb.shape[2] == 4:
         data = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA)
@@ -38,12 +40,72 @@ def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
         data = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     else:
         data = np.ascontiguousarray(rgb)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(path.suffix, data, params)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, data, params)
     if not ok:
-        raise ValueError(f"cannot encode image {path}")
-    buf.tofile(str(path))
+        raise ValueError(f"cannot encode image as {suffix}")
+    return buf
+
+
+def encode_image(rgb: np.ndarray, suffix: str, quality: int = 95) -> memoryview:
+    """The bytes of an ``(H, W, 3)`` uint8 RGB, ``(H, W, 4)`` RGBA (PNG) or ``(H, W)`` gray image
+    in the format of ``suffix`` (``".png"``, ``".jpg"``, ...): what :func:`write_image` writes."""
+    return memoryview(_encoded(rgb, suffix, quality)).cast("B")
+
+
+def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:
+    """Write an ``(H, W, 3)`` uint8 RGB, ``(H, W, 4)`` RGBA (PNG) or ``(H, W)`` gray image; the
+    format from the suffix."""
+    try:
+        _encoded(rgb, path.suffix, quality).tofile(str(path))
+    except ValueError:
+        raise ValueError(f"cannot encode image {path}") from None
     return path
+
+
+def encode_npy(array: np.ndarray) -> memoryview:
+    """The bytes ``np.save`` writes for ``array`` (a ``.npy`` file)."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getbuffer()
+
+
+class Sink:
+    """Where the named files of a frame (or the end-of-run files) go: :class:`FolderSink` writes
+    them into a folder, :class:`MemorySink` keeps them (for output shards); the
+    :class:`Outputs` encode each file's bytes once and hand them to :meth:`put`."""
+
+    def put(self, name: str, data: Buffer) -> Path | str:
+        """Store one file; returns where it went (a path, or the name in memory)."""
+        raise NotImplementedError
+
+
+class FolderSink(Sink):
+    """Files in ``folder`` (which must exist), written as they come."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def put(self, name: str, data: Buffer) -> Path:
+        path = self.folder / name
+        path.write_bytes(data)
+        return path
+
+
+class MemorySink(Sink):
+    """Files kept in memory, in the order they were put: ``members`` ``[(name, bytes)]``."""
+
+    def __init__(self) -> None:
+        self.members: list[tuple[str, bytes]] = []
+
+    def put(self, name: str, data: Buffer) -> str:
+        self.members.append((name, bytes(data)))
+        return name
+
+
+def as_sink(target: Sink | Path | str) -> Sink:
+    """A sink as it is; a folder as a :class:`FolderSink`."""
+    return target if isinstance(target, Sink) else FolderSink(Path(target))
 
 
 @dataclass(frozen=True)
@@ -98,20 +160,26 @@ class Outputs:
         """The picture of one prediction as uint8 RGB."""
         raise NotImplementedError
 
-    def files(self, folder: Path, frame: Frame, result, picture: np.ndarray | None) -> list[Path]:
-        """Write the frame's own data files; returns their paths."""
+    def files(self, sink: Sink, frame: Frame, result, picture: np.ndarray | None) -> list:
+        """Put the frame's own data files into ``sink``; returns where they went."""
         return []
 
     def commit(self, frame: Frame, result) -> None:
         """Record what the end-of-run files need (called in frame order)."""
 
-    def close(self, out: Path) -> list[Path]:
-        """Write the end-of-run files; returns their paths."""
+    def close(self, out: Sink | Path) -> list:
+        """Write the end-of-run files into ``out`` (a sink or a folder); returns where they
+        went."""
         return []
 
     def fresh(self) -> Outputs:
         """A copy without the run's ordered state (for a render process)."""
         return type(self)(self.options)
+
+
+def _json(data) -> bytes:
+    """JSON as the output files hold it (non-finite numbers refused)."""
+    return json.dumps(data, allow_nan=False).encode()
 
 
 def _right_half(picture: np.ndarray | None, rgb: np.ndarray) -> np.ndarray | None:
@@ -142,15 +210,13 @@ class PoseOutputs(Outputs):
     def picture(self, frame, result):
         return draw_pose(frame.rgb, result.keypoints, result.scores, kpt_thr=self.options.kpt_thr)
 
-    def files(self, folder, frame, result, picture):
+    def files(self, sink, frame, result, picture):
         if not self.options.openpose:
             return []
         from sapiens2.inference.openpose import openpose_json
 
-        path = folder / f"{frame.name}_keypoints.json"
         data = openpose_json(result, kpt_thr=self.options.kpt_thr)
-        path.write_text(json.dumps(data, allow_nan=False))
-        return [path]
+        return [sink.put(f"{frame.name}_keypoints.json", _json(data))]
 
     def _image_id(self, frame) -> int | None:
         ids = self.options.image_ids
@@ -177,19 +243,18 @@ class PoseOutputs(Outputs):
         )
 
     def close(self, out):
+        sink = as_sink(out)
         paths = []
         thr = self.options.kpt_thr
         for item, frames in self._frames.items():
             if item is None:
-                path = out / "predictions.json"
+                name = "predictions.json"
                 data = pose_predictions_json(frames, video=None, kpt_thr=thr)
             else:
-                path = out / f"{item.name}_predictions.json"
+                name = f"{item.name}_predictions.json"
                 data = pose_predictions_json(frames, video=str(item.path.name), kpt_thr=thr)
-            path.write_text(json.dumps(data, allow_nan=False))
-            paths.append(path)
-        path = out / "coco_results.json"
-        path.write_text(json.dumps(self._coco, allow_nan=False))
+            paths.append(sink.put(name, _json(data)))
+        path = sink.put("coco_results.json", _json(self._coco))
         if self._without_id:
             logger.warning("%d frame(s) have no image id in the COCO annotation file and are left "
                            "out of %s: %s", len(self._without_id), path,
@@ -204,12 +269,11 @@ class SegOutputs(Outputs):
     def picture(self, frame, result):  # a video's frames need one size: a fixed legend
         return seg_picture(frame.rgb, result.labels, fixed_legend=frame.item.kind == "video")
 
-    def files(self, folder, frame, result, picture):
+    def files(self, sink, frame, result, picture):
         name = frame.name
-        paths = [write_image(folder / f"{name}_seg.png", result.labels.astype(np.uint8))]
+        paths = [sink.put(f"{name}_seg.png", encode_image(result.labels.astype(np.uint8), ".png"))]
         if self.options.save_npy:
-            np.save(folder / f"{name}_seg.npy", result.labels.astype(np.int64))
-            paths.append(folder / f"{name}_seg.npy")
+            paths.append(sink.put(f"{name}_seg.npy", encode_npy(result.labels.astype(np.int64))))
         return paths
 
 
@@ -219,13 +283,14 @@ class NormalOutputs(Outputs):
     def picture(self, frame, result):
         return side_by_side(frame.rgb, normals_to_rgb(result.normals, result.mask))
 
-    def files(self, folder, frame, result, picture):
+    def files(self, sink, frame, result, picture):
         name = frame.name
-        np.save(folder / f"{name}_normal.npy", result.normals.astype(np.float32, copy=False))
+        normals = encode_npy(result.normals.astype(np.float32, copy=False))
+        paths = [sink.put(f"{name}_normal.npy", normals)]
         rgb = _right_half(picture, frame.rgb)
         if rgb is None:
             rgb = normals_to_rgb(result.normals, result.mask)
-        return [folder / f"{name}_normal.npy", write_image(folder / f"{name}_normal.png", rgb)]
+        return [*paths, sink.put(f"{name}_normal.png", encode_image(rgb, ".png"))]
 
 
 class AlbedoOutputs(Outputs):
@@ -234,11 +299,11 @@ class AlbedoOutputs(Outputs):
     def picture(self, frame, result):
         return side_by_side(frame.rgb, albedo_to_rgb(result.albedo, result.mask))
 
-    def files(self, folder, frame, result, picture):
+    def files(self, sink, frame, result, picture):
         rgb = _right_half(picture, frame.rgb)
         if rgb is None:
             rgb = albedo_to_rgb(result.albedo, result.mask)
-        return [write_image(folder / f"{frame.name}_albedo.png", rgb)]
+        return [sink.put(f"{frame.name}_albedo.png", encode_image(rgb, ".png"))]
 
 
 class PointmapOutputs(Outputs):
@@ -261,23 +326,24 @@ class PointmapOutputs(Outputs):
             )
         return side_by_side(frame.rgb, depth_to_rgb(result.depth, result.mask, bounds))
 
-    def files(self, folder, frame, result, picture):
+    def files(self, sink, frame, result, picture):
         name = frame.name
-        np.save(folder / f"{name}_depth.npy", result.depth.astype(np.float32))
-        np.save(folder / f"{name}_points.npy", result.points.astype(np.float32, copy=False))
-        camera = folder / f"{name}_camera.json"
-        camera.write_text(json.dumps(result.camera(), allow_nan=False))
+        paths = [
+            sink.put(f"{name}_depth.npy", encode_npy(result.depth.astype(np.float32))),
+            sink.put(
+                f"{name}_points.npy", encode_npy(result.points.astype(np.float32, copy=False))
+            ),
+            sink.put(f"{name}_camera.json", _json(result.camera())),
+        ]
         x, y, z = np.moveaxis(result.points, -1, 0)  # ~5x faster than isfinite(...).all(-1)
         valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (result.depth > 0)
         if result.mask is not None:
             valid &= result.mask
         width = frame.rgb.shape[1]
         return [
-            folder / f"{name}_depth.npy",
-            folder / f"{name}_points.npy",
-            camera,
-            write_ply(folder / f"{name}.ply", result.points[valid], frame.rgb[valid]),
-            write_image(folder / f"{name}_depth.png", picture[:, width:]),
+            *paths,
+            sink.put(f"{name}.ply", ply_bytes(result.points[valid], frame.rgb[valid])),
+            sink.put(f"{name}_depth.png", encode_image(picture[:, width:], ".png")),
         ]
 
 

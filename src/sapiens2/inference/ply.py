@@ -7,16 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None) -> Path:
-    """Write a binary little-endian PLY point cloud.
-
-    Args:
-        points: ``(N, 3)`` float XYZ (written as float32).
-        colors: ``(N, 3)`` uint8 RGB, optional.
-
-    Returns:
-        The path written.
-    """
+def _ply(points: np.ndarray, colors: np.ndarray | None) -> tuple[bytes, np.ndarray]:
+    """The header and the vertex records of a binary little-endian PLY."""
     points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     if colors is not None:
         colors = np.asarray(colors)
@@ -35,11 +27,31 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
         rec["red"], rec["green"], rec["blue"] = colors.T
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header.append("end_header")
+    return ("\n".join(header) + "\n").encode("ascii"), rec
+
+
+def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None) -> Path:
+    """Write a binary little-endian PLY point cloud.
+
+    Args:
+        points: ``(N, 3)`` float XYZ (written as float32).
+        colors: ``(N, 3)`` uint8 RGB, optional.
+
+    Returns:
+        The path written.
+    """
+    header, rec = _ply(points, colors)
     path = Path(path)
     with path.open("wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(header)
         rec.tofile(f)  # no bytes copy of the (N, 15-byte) records
     return path
+
+
+def ply_bytes(points: np.ndarray, colors: np.ndarray | None = None) -> bytes:
+    """The bytes :func:`write_ply` writes."""
+    header, rec = _ply(points, colors)
+    return header + rec.tobytes()
 
 
 def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

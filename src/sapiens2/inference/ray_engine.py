@@ -8,14 +8,18 @@ and streams the rest through two Ray Data stages:
 1. **read** (Ray tasks, CPU): fetch each image's bytes (a whole file, or one ranged read of a
    shard member) and decode them exactly as local ``predict`` does;
 2. **predict** (a pool of Ray actors, one model load each): resize for the network, batched
-   forward, post-processing, and the per-image files written by the same
-   :class:`~sapiens2.inference.writer.PredictionWriter` as local ``predict``, to the same layout.
+   forward, post-processing, and the per-image files rendered by the same
+   :class:`~sapiens2.inference.writer.PredictionWriter` as local ``predict``: written to the same
+   layout, or packed into a WebDataset shard or a Parquet file per batch
+   (:mod:`sapiens2.inference.ray_outputs`; ``--out`` may then be an fsspec URL).
 
-After writing a batch's files an actor writes that batch's *manifest*
-(``<out>/.sapiens2-ray/manifests/<id>.json``): for every row, done (with each file's size),
+After writing a batch's outputs an actor writes that batch's *manifest*
+(``<out>/.sapiens2-ray/manifests/<id>.json``, ``<id>`` the shard's name for shards and Parquet):
+for every row, done (with the size of each file it depends on: its own files, or its shard),
 unreadable or failed (with the reason). A manifest is written last and atomically, so the work it
 lists survives a crash of the driver or of a worker; a re-run skips every item whose manifest
-entry is done and whose files are all still there with the recorded sizes. Outputs that need the
+entry is done and whose files are all still there with the recorded sizes, and removes the shards
+that no manifest lists. Outputs that need the
 whole run (pose ``predictions.json`` / ``coco_results.json``) are written by the driver at the end
 from the results kept beside the manifests, in input order: the same bytes as local ``predict``.
 """
@@ -24,10 +28,11 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import logging
 import math
-import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +55,14 @@ from sapiens2.inference.media import (
     MediaItem,
     expand_media,
     unique_names,
+)
+from sapiens2.inference.ray_outputs import (
+    CONTAINER_DIRS,
+    OUTPUT_FORMATS,
+    OutputStore,
+    ShardNumbers,
+    batch_output,
+    next_number,
 )
 from sapiens2.limits import DEFAULT as DEFAULT_PIXELS
 
@@ -256,6 +269,11 @@ class RayOptions:
         read_batch: images per read-and-decode task.
         max_pixels: images over this many pixels are reported unreadable (None: no limit).
         render_threads: threads per actor drawing and writing the outputs.
+        output_format: ``files`` (the local ``predict`` layout), ``shards`` (a WebDataset tar
+            per batch) or ``parquet`` (a Parquet file and a tar per batch); see
+            :mod:`sapiens2.inference.ray_outputs`.
+        shard_size: images per actor batch, i.e. per shard or Parquet file (shards, parquet;
+            ``batch_size`` is then the forward's batch within it).
     """
 
     address: str | None = None
@@ -266,6 +284,8 @@ class RayOptions:
     read_batch: int = 8
     max_pixels: int | None = DEFAULT_PIXELS
     render_threads: int = 1
+    output_format: str = "files"
+    shard_size: int = 64
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -274,6 +294,16 @@ class RayOptions:
             raise UsageError("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
         if self.batch_size < 1 or self.read_batch < 1 or self.render_threads < 1:
             raise UsageError("batch sizes and thread counts must be >= 1")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise UsageError(f"unknown --output-format {self.output_format!r}; expected "
+                             f"{', '.join(OUTPUT_FORMATS)}")  # fmt: skip
+        if self.shard_size < 1:
+            raise UsageError(f"--shard-size must be >= 1, got {self.shard_size}")
+
+    @property
+    def actor_batch(self) -> int:
+        """Images per actor call: a shard's, or one forward's for the files layout."""
+        return self.batch_size if self.output_format == "files" else self.shard_size
 
 
 @dataclass
@@ -297,14 +327,11 @@ class RayPredictStats:
 
 
 # ---------------------------------------------------------------------------------- manifests
-def _state(out: Path) -> Path:
-    return out / STATE_DIR
+MANIFESTS = f"{STATE_DIR}/manifests"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _store(out: str | Path | OutputStore) -> OutputStore:
+    return out if isinstance(out, OutputStore) else OutputStore(out)
 
 
 def settings_digest(settings: dict[str, Any]) -> str:
@@ -313,81 +340,107 @@ def settings_digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _start_state(out: Path, digest: str, settings: dict[str, Any]) -> None:
+def _start_state(out: str | Path | OutputStore, digest: str, settings: dict[str, Any]) -> None:
     """Make the state folder; manifests of a run with other settings are dropped (their outputs
     are redone)."""
-    state = _state(out)
-    manifests = state / "manifests"
-    run_file = state / "run.json"
-    if run_file.is_file():
+    store = _store(out)
+    run_file = f"{STATE_DIR}/run.json"
+    if store.size(run_file) >= 0:
         try:
-            old = json.loads(run_file.read_text()).get("digest")
-        except (json.JSONDecodeError, OSError):
+            old = json.loads(store.read(run_file)).get("digest")
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
             old = None
         if old != digest:
-            stale = list(manifests.glob("*")) if manifests.is_dir() else []
+            stale = store.list(MANIFESTS)
             if stale:
                 logger.warning("%s: the settings differ from the previous run's; redoing its "
-                               "%d batch(es)", out, sum(p.suffix == ".json" for p in stale))  # fmt: skip
-            for p in stale:
-                p.unlink()
-    manifests.mkdir(parents=True, exist_ok=True)
+                               "%d batch(es)", store.root, sum(p.endswith(".json") for p in stale))  # fmt: skip
+            for name in stale:
+                store.remove(name)
+    if store.is_local:
+        store.local_path(MANIFESTS).mkdir(parents=True, exist_ok=True)
     body = {"version": _VERSION, "digest": digest, "settings": settings}
-    _atomic_write(run_file, json.dumps(body, indent=1, default=str).encode())
+    store.put(run_file, json.dumps(body, indent=1, default=str).encode())
 
 
 def _row_id(name: str, source: str, key: str) -> str:
     return f"{source}\0{key}\0{name}"
 
 
-def load_done(out: Path, digest: str) -> dict[str, dict]:
-    """Entries of finished items (``{row id: entry}``) whose files are all still there with the
-    recorded sizes; anything else is predicted again."""
-    done: dict[str, dict] = {}
-    folder = _state(out) / "manifests"
-    if not folder.is_dir():
-        return done
-    for path in sorted(folder.glob("*.json")):
+def _manifests(store: OutputStore, digest: str) -> Iterable[tuple[str, dict]]:
+    """``(batch id, body)`` of the readable manifests of the run with ``digest``."""
+    for name in store.list(MANIFESTS):
+        if not name.endswith(".json"):
+            continue
         try:
-            body = json.loads(path.read_text())
+            body = json.loads(store.read(name))
         except (json.JSONDecodeError, OSError, UnicodeDecodeError):
-            logger.warning("%s: unreadable manifest; its items are predicted again", path)
+            logger.warning("%s: unreadable manifest; its items are predicted again",
+                           store.location(name))  # fmt: skip
             continue
-        if body.get("digest") != digest:
-            continue
+        if body.get("digest") == digest:
+            yield name.rsplit("/", 1)[-1].removesuffix(".json"), body
+
+
+def load_done(
+    out: str | Path | OutputStore, digest: str, manifests: list[tuple[str, dict]] | None = None
+) -> dict[str, dict]:
+    """Entries of finished items (``{row id: entry}``) whose files (per-image files, or the shard
+    or Parquet file holding them) are all still there with the recorded sizes; anything else is
+    predicted again. ``manifests``: :func:`_manifests` when already read."""
+    store = _store(out)
+    done: dict[str, dict] = {}
+    sizes: dict[str, int] = {}  # a shard's size is looked up once for all its items
+
+    def size(name: str) -> int:
+        if name not in sizes:
+            sizes[name] = store.size(name)
+        return sizes[name]
+
+    for batch, body in _manifests(store, digest) if manifests is None else manifests:
         for entry in body.get("items", []):
             if entry.get("status") != "done":
                 continue
             files = entry.get("files", {})
-            if all(_size(out / rel) == size for rel, size in files.items()):
-                entry["manifest"] = path.stem
+            if all(size(rel) == n for rel, n in files.items()):
+                entry["manifest"] = batch
                 done[_row_id(entry["name"], entry["source"], entry["key"])] = entry
     return done
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
+def _drop_orphans(store: OutputStore, manifests: list[tuple[str, dict]]) -> None:
+    """Remove the shard and Parquet files that no manifest of this run lists: left by a crash
+    between a shard and its manifest, or by a run with other settings (whose images are redone)."""
+    listed = {c for _, body in manifests for c in body.get("containers", [])}
+    orphans = [
+        name
+        for folder in CONTAINER_DIRS.values()
+        for name in store.list(folder)
+        if name not in listed and re.search(r"-\d{6,}\.(tar|parquet)($|\.)", name)
+    ]
+    if orphans:
+        logger.info("%s: removing %d shard(s) that no manifest lists (an earlier run's)",
+                    store.root, len(orphans))  # fmt: skip
+    for name in orphans:
+        store.remove(name)
 
 
-def _save_results(path: Path, results: dict[str, Any]) -> dict[str, dict]:
-    """Keep results the end-of-run files need (arrays in ``path`` .npz, the rest as JSON,
-    returned per name)."""
+def _save_results(store: OutputStore, name: str, results: dict[str, Any]) -> dict[str, dict]:
+    """Keep results the end-of-run files need (arrays in the ``.npz`` ``name``, the rest as JSON,
+    returned per image name)."""
     arrays: dict[str, np.ndarray] = {}
     scalars: dict[str, dict] = {}
-    for name, result in results.items():
-        scalars[name] = {}
+    for image, result in results.items():
+        scalars[image] = {}
         for f in fields(result):
             value = getattr(result, f.name)
             if isinstance(value, np.ndarray):
-                arrays[f"{name}/{f.name}"] = value
+                arrays[f"{image}/{f.name}"] = value
             elif value is not None:
-                scalars[name][f.name] = value
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+                scalars[image][f.name] = value
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    store.put(name, buf.getbuffer())
     return scalars
 
 
@@ -433,13 +486,19 @@ def _read_batch(batch: dict[str, np.ndarray], max_pixels: int | None) -> dict[st
 
 
 class PredictActor:
-    """Ray actor: one model, batched forward, the outputs written by a
-    :class:`~sapiens2.inference.writer.PredictionWriter`, one manifest per batch.
+    """Ray actor: one model, batched forward, the outputs rendered by a
+    :class:`~sapiens2.inference.writer.PredictionWriter` and written by the
+    :class:`~sapiens2.inference.ray_outputs.BatchOutput` of the output format, one manifest per
+    batch (per shard).
 
     Args:
         make_predictor: builds the :class:`~sapiens2.inference.Predictor` (once, in the actor).
-        make_writer: builds the writer (its ``out`` is where the files go).
+        make_writer: builds the writer (files: its ``out`` is where the files go).
         digest: :func:`settings_digest` of the run.
+        out: the ``--out`` store's root (a folder or a URL): manifests, shards, Parquet.
+        output_format: ``files``, ``shards`` or ``parquet``.
+        shard_numbers: a :class:`~sapiens2.inference.ray_outputs.ShardNumbers` Ray actor
+            (shards, parquet).
         boxes_table: pose: person boxes by input key.
         mask_dir: dense tasks: a folder of foreground masks.
         render_threads: threads drawing and writing outputs.
@@ -455,6 +514,9 @@ class PredictActor:
         mask_dir: Path | None = None,
         render_threads: int = 1,
         torch_threads: int | None = None,
+        out: str | None = None,
+        output_format: str = "files",
+        shard_numbers: Any = None,
     ) -> None:
         import torch
 
@@ -466,12 +528,15 @@ class PredictActor:
         self.boxes_table, self.mask_dir = boxes_table, mask_dir
         self.keep_results = _needs_results(self.writer)
         self.pool = ThreadPoolExecutor(render_threads, thread_name_prefix="sapiens2-render")
-        self.manifests = _state(Path(self.writer.out)) / "manifests"
+        self.store = OutputStore(out if out is not None else self.writer.out)
+        number = None
+        if shard_numbers is not None:
+            import ray
 
-    def _render(self, frame: Frame, result) -> dict[str, int]:
-        rendered = self.writer.render(frame, result)
-        out = Path(self.writer.out)
-        return {p.relative_to(out).as_posix(): p.stat().st_size for p in rendered.paths}
+            number = lambda: ray.get(shard_numbers.next.remote())  # noqa: E731
+        self.output = batch_output(output_format)(
+            self.store, self.writer, lambda f, xs: list(self.pool.map(f, xs)), number
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from sapiens2.inference.boxes import lookup_boxes
@@ -510,19 +575,21 @@ class PredictActor:
             [f for _, f in frames], boxes, masks, [entries[i] for i, _ in frames]
         )
         done = [(i, f, r) for (i, f), r in zip(frames, results, strict=True) if r is not None]
-        sizes = list(self.pool.map(lambda t: self._render(t[1], t[2]), done))
-        kept = {}
-        for (i, frame, result), files in zip(done, sizes, strict=True):
-            entries[i].update(status="done", files=files, people=getattr(result, "num_people", 0))
-            if self.keep_results:
-                kept[frame.name] = result
-        batch_id = uuid.uuid4().hex
+        batch_id, containers = uuid.uuid4().hex, []
+        if done:
+            batch_id, containers, written = self.output.write(
+                [(f, r, entries[i]) for i, f, r in done]
+            )
+            for (i, _, result), fields_ in zip(done, written, strict=True):
+                entries[i].update(status="done", people=getattr(result, "num_people", 0), **fields_)
+        kept = {frame.name: result for _, frame, result in done if self.keep_results}
         if kept:
-            scalars = _save_results(self.manifests / f"{batch_id}.npz", kept)
+            scalars = _save_results(self.store, f"{MANIFESTS}/{batch_id}.npz", kept)
             for i, frame, _ in done:
                 entries[i]["scalars"] = scalars[frame.name]
-        body = {"version": _VERSION, "digest": self.digest, "items": entries}
-        _atomic_write(self.manifests / f"{batch_id}.json", json.dumps(body).encode())
+        body = {"version": _VERSION, "digest": self.digest, "format": self.output.format,
+                "containers": containers, "items": entries}  # fmt: skip
+        self.store.put(f"{MANIFESTS}/{batch_id}.json", json.dumps(body).encode())
         col = lambda k, d: np.asarray([e.get(k, d) for e in entries], dtype=object)  # noqa: E731
         return {
             "name": col("name", ""),
@@ -613,6 +680,7 @@ def predict_ray(
     mask_dir: Path | None = None,
     result_type: type | None = None,
     progress: bool = True,
+    out: str | Path | None = None,
 ) -> RayPredictStats:
     """Predict on ``inputs`` with a pool of Ray actors, writing with ``make_writer()``'s writer
     (built in each actor, and on the driver for the end-of-run files); resumes a previous run into
@@ -629,38 +697,49 @@ def predict_ray(
         mask_dir: dense tasks: foreground masks (a folder every worker can read).
         result_type: the task's result class (``sapiens2.tasks.get_task(task).result``); needed
             by tasks with end-of-run files (pose), which rebuild them from the kept results.
+        out: where everything goes: a folder or an fsspec URL (shards, parquet); default the
+            writer's folder.
     """
 
     options = options or RayOptions()
     start = time.perf_counter()
     writer = make_writer()
-    out = Path(writer.out)
-    digest = settings_digest({"settings": settings or {}, "task": writer.task})
-    _start_state(out, digest, settings or {})
+    if out is None and writer.out is None:
+        raise UsageError("predict_ray needs out= when the writer has no output folder")
+    store = OutputStore(out if out is not None else writer.out)
+    fmt = options.output_format
+    digest = settings_digest(
+        {"settings": settings or {}, "task": writer.task}
+        | ({"format": fmt} if fmt != "files" else {})
+    )
+    _start_state(store, digest, settings or {})
+    manifests = list(_manifests(store, digest))
+    if fmt != "files":
+        _drop_orphans(store, manifests)
     stats = RayPredictStats(total=len(inputs))
-    done_before = load_done(out, digest)
+    done_before = load_done(store, digest, manifests)
     todo = [r for r in inputs if _row_id(r.name, r.source, r.key) not in done_before]
     stats.resumed = len(inputs) - len(todo)
     if stats.resumed:
         logger.info("%d of %d input(s) already done in %s; predicting the other %d",
-                    stats.resumed, len(inputs), out, len(todo))  # fmt: skip
+                    stats.resumed, len(inputs), store.root, len(todo))  # fmt: skip
     finished: dict[str, dict] = {}
     if todo:
         with ray_session(options):
             finished = _run_dataset(
                 todo, make_predictor, make_writer, options, digest, boxes_table, mask_dir,
-                progress, stats,
+                progress, stats, store,
             )  # fmt: skip
     stats.done = sum(e["status"] == "done" for e in finished.values())
     stats.people += sum(int(e.get("people", 0)) for e in done_before.values())
-    _finish_outputs(writer, inputs, out, digest, result_type)
+    _finish_outputs(writer, inputs, store, digest, result_type)
     stats.seconds = time.perf_counter() - start
-    _write_report(out, stats, options)
+    _write_report(store, stats, options)
     return stats
 
 
 def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table, mask_dir,
-                 progress, stats) -> dict[str, dict]:  # fmt: skip
+                 progress, stats, store) -> dict[str, dict]:  # fmt: skip
     import ray
     from tqdm import tqdm
 
@@ -678,6 +757,12 @@ def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table
         num_cpus=min(1.0, options.cpus_per_worker),
     )
     torch_threads = max(1, int(options.cpus_per_worker)) if not options.gpus_per_worker else None
+    numbers = None
+    if options.output_format != "files":  # shard numbers go on from the highest so far
+        start = next_number(
+            store, [n for d in (MANIFESTS, *CONTAINER_DIRS.values()) for n in store.list(d)]
+        )
+        numbers = ray.remote(num_cpus=0)(ShardNumbers).remote(start)
     ds = ds.map_batches(
         PredictActor,
         fn_constructor_kwargs={
@@ -688,9 +773,12 @@ def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table
             "mask_dir": mask_dir,
             "render_threads": options.render_threads,
             "torch_threads": torch_threads,
+            "out": store.root,
+            "output_format": options.output_format,
+            "shard_numbers": numbers,
         },
         compute=ray.data.ActorPoolStrategy(size=options.num_workers),
-        batch_size=options.batch_size,
+        batch_size=options.actor_batch,
         batch_format="numpy",
         num_cpus=options.cpus_per_worker,
         num_gpus=options.gpus_per_worker or None,
@@ -730,15 +818,16 @@ def _run_dataset(todo, make_predictor, make_writer, options, digest, boxes_table
 
 
 def _finish_outputs(
-    writer, inputs: Sequence[InputRef], out: Path, digest: str, cls: type | None
+    writer, inputs: Sequence[InputRef], store: OutputStore, digest: str, cls: type | None
 ) -> None:
-    """The end-of-run files (pose JSON), from every finished item's kept result, in input order."""
+    """The end-of-run files (pose JSON), from every finished item's kept result, in input order,
+    into the store's root."""
     if not _needs_results(writer):
-        writer.close()
+        writer.close(store)
         return
     if cls is None:
         raise UsageError(f"predict_ray needs the result_type of the {writer.task} task")
-    done = load_done(out, digest)
+    done = load_done(store, digest)
     arrays: dict[str, Any] = {}
     for ref in inputs:
         entry = done.get(_row_id(ref.name, ref.source, ref.key))
@@ -746,14 +835,14 @@ def _finish_outputs(
             continue
         batch = entry["manifest"]
         if batch not in arrays:
-            arrays[batch] = np.load(_state(out) / "manifests" / f"{batch}.npz")
+            arrays[batch] = np.load(io.BytesIO(store.read(f"{MANIFESTS}/{batch}.npz")))
         result = _load_result(cls, arrays[batch], ref.name, entry.get("scalars", {}))
         item = MediaItem(path=Path(ref.source), kind="image", name=ref.name)
         writer.outputs.commit(Frame(item=item, name=ref.name), result)
-    writer.close()
+    writer.close(store)
 
 
-def _write_report(out: Path, stats: RayPredictStats, options: RayOptions) -> None:
+def _write_report(store: OutputStore, stats: RayPredictStats, options: RayOptions) -> None:
     report = {
         "images": stats.total,
         "done_now": stats.done,
@@ -766,5 +855,6 @@ def _write_report(out: Path, stats: RayPredictStats, options: RayOptions) -> Non
         "steady_images_per_second": round(stats.steady_images_per_second, 3),
         "workers": options.num_workers,
         "gpus_per_worker": options.gpus_per_worker,
+        "output_format": options.output_format,
     }
-    _atomic_write(out / REPORT_NAME, (json.dumps(report, indent=1) + "\n").encode())
+    store.put(REPORT_NAME, (json.dumps(report, indent=1) + "\n").encode())

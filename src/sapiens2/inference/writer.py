@@ -25,7 +25,15 @@ import numpy as np
 
 from sapiens2.errors import OutputError, Sapiens2Error
 from sapiens2.inference.media import Frame, MediaItem, safe_name
-from sapiens2.inference.outputs import WriterOptions, outputs_for, write_image
+from sapiens2.inference.outputs import (
+    FolderSink,
+    MemorySink,
+    Sink,
+    WriterOptions,
+    encode_image,
+    outputs_for,
+    write_image,
+)
 from sapiens2.inference.results import Result
 from sapiens2.viz.layout import fit_into
 
@@ -219,18 +227,20 @@ class PredictionWriter:
 
     Args:
         task: the prediction task (its registered outputs say what is written).
-        out_dir: output folder (created).
+        out_dir: output folder (created); None for a writer that only renders into memory
+            (:meth:`render_members`) and writes its end-of-run files into a given sink.
         kpt_thr, save_npy, coco_layout, pictures, and other keywords: the
             :class:`~sapiens2.inference.outputs.WriterOptions`.
     """
 
-    def __init__(self, task: str, out_dir: str | Path, **options) -> None:
+    def __init__(self, task: str, out_dir: str | Path | None, **options) -> None:
         self.task = task
         self.options = WriterOptions(**options)
         self.outputs = outputs_for(task, self.options)
         self.pictures = self.options.pictures
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = Path(out_dir) if out_dir is not None else None
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
         self._videos: dict[MediaItem, _Video] = {}
         self.written: list[Path] = []
 
@@ -246,6 +256,8 @@ class PredictionWriter:
         self.commit(frame, result, self.render(frame, result))
 
     def _folder(self, frame: Frame) -> Path:
+        if self.out is None:
+            raise ValueError("this writer has no output folder: it renders into memory only")
         return self.out / frame.item.name if frame.item.kind == "video" else self.out
 
     def render(self, frame: Frame, result: Result) -> Rendered:
@@ -257,15 +269,33 @@ class PredictionWriter:
         folder = self._folder(frame)
         if self.outputs.frame_files:
             folder.mkdir(parents=True, exist_ok=True)
-        paths: list[Path] = []
         if is_video and self.outputs.ordered:
-            return Rendered(paths, None)  # drawn in frame order, at commit
+            return Rendered([], None)  # drawn in frame order, at commit
+        paths, picture = self._render_into(FolderSink(folder), frame, result)
+        return Rendered(paths, picture if is_video and self.pictures else None)
+
+    def render_members(self, frame: Frame, result: Result) -> list[tuple[str, bytes]]:
+        """The files :meth:`render` writes for an image frame, as ``(name, bytes)`` in memory
+        instead (the same bytes; names relative to the output folder), for output shards."""
+        _check_names(frame)
+        if frame.item.kind == "video":
+            raise ValueError(f"{frame.name}: only image frames are rendered to memory")
+        sink = MemorySink()
+        self._render_into(sink, frame, result)
+        return sink.members
+
+    def _render_into(
+        self, sink: Sink, frame: Frame, result: Result
+    ) -> tuple[list, np.ndarray | None]:
+        """Draw the picture (when wanted or needed for the data files) and put the frame's files
+        into ``sink``: the picture of an image, then the task's files."""
         draw = self.pictures or self.outputs.picture_is_data
         picture = self.picture(frame, result) if draw else None
-        if self.pictures and not is_video:
-            paths.append(write_image(folder / f"{frame.name}.jpg", picture))
-        paths.extend(self.outputs.files(folder, frame, result, picture))
-        return Rendered(paths, picture if is_video and self.pictures else None)
+        paths: list = []
+        if self.pictures and frame.item.kind != "video":
+            paths.append(sink.put(f"{frame.name}.jpg", encode_image(picture, ".jpg")))
+        paths.extend(self.outputs.files(sink, frame, result, picture))
+        return paths, picture
 
     def commit(self, frame: Frame, result: Result, rendered: Rendered) -> None:
         """The ordered part of :meth:`write`: video frames, end-of-run records, the file list."""
@@ -275,7 +305,8 @@ class PredictionWriter:
         picture = rendered.video_picture
         if is_video and self.outputs.ordered:  # rendered here (see render)
             picture = self.picture(frame, result)
-            self.written.extend(self.outputs.files(self._folder(frame), frame, result, picture))
+            sink = FolderSink(self._folder(frame))
+            self.written.extend(self.outputs.files(sink, frame, result, picture))
         if is_video and self.pictures:
             self._add_video_frame(frame, picture)
         self.outputs.commit(frame, result)
@@ -305,8 +336,9 @@ class PredictionWriter:
         return state
 
     # ------------------------------------------------------------------ end
-    def close(self) -> None:
-        """Release open videos and write the end-of-run files (pose JSON).
+    def close(self, sink: Sink | None = None) -> None:
+        """Release open videos and write the end-of-run files (pose JSON) into ``sink`` (default:
+        the output folder).
 
         Raises:
             OutputError: a video lacks frames (raised after everything else is written).
@@ -317,7 +349,9 @@ class PredictionWriter:
                 self._close_video(item)
             except OutputError as err:
                 errors.append(err)
-        self.written.extend(self.outputs.close(self.out))
+        if sink is None and self.out is None:
+            raise ValueError("this writer has no output folder: give close() a sink")
+        self.written.extend(self.outputs.close(sink or FolderSink(self.out)))
         if errors:
             raise errors[0]
 

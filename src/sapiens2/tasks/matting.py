@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sapiens2.data import datasets as D
 from sapiens2.data.geometry import LetterboxParams
 from sapiens2.inference.media import read_image
-from sapiens2.inference.outputs import Outputs, WriterOptions, write_image
+from sapiens2.inference.outputs import Outputs, WriterOptions, encode_image
 from sapiens2.inference.preprocess import unletterbox
 from sapiens2.inference.results import ResultIO, beside_image
 from sapiens2.inference.runners import MapRunner
@@ -130,19 +130,18 @@ class MattingOutputs(Outputs):
     def picture(self, frame, result):
         return side_by_side(frame.rgb, self._composite(result))
 
-    def files(self, folder, frame, result, picture):
+    def files(self, sink, frame, result, picture):
         name = frame.name
         h, w = frame.rgb.shape[:2]
         comp = picture[:, w:] if picture is not None and picture.shape[:2] == (h, 2 * w) else None
         if comp is None:
             comp = self._composite(result)
         alpha8 = alpha_to_rgb(result.alpha)[..., 0]
+        cutout = cutout_rgba(result.foreground, result.alpha)
         return [
-            write_image(folder / f"{name}_alpha.png", alpha8),
-            write_image(
-                folder / f"{name}_cutout.png", cutout_rgba(result.foreground, result.alpha)
-            ),
-            write_image(folder / f"{name}_composite.png", comp),
+            sink.put(f"{name}_alpha.png", encode_image(alpha8, ".png")),
+            sink.put(f"{name}_cutout.png", encode_image(cutout, ".png")),
+            sink.put(f"{name}_composite.png", encode_image(comp, ".png")),
         ]
 
 

@@ -88,6 +88,21 @@ def synth_data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Random-weight ``sapiens2_tiny`` pose and seg checkpoints (seed 0 each), saved once:
+    ``{task: path}``, for the command-line tests."""
+    import sapiens2
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    paths = {}
+    for task in ("pose", "seg"):
+        torch.manual_seed(0)
+        paths[task] = root / f"{task}.safetensors"
+        sapiens2.save_model(sapiens2.create_model("sapiens2_tiny", task=task), paths[task])
+    return paths
+
+
 RTMDET = FIXTURES / "rtmdet"
 
 

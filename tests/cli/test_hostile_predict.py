@@ -37,14 +37,8 @@ def _image(path, seed=0):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    paths = {}
-    for task in ("pose", "seg"):
-        paths[task] = root / f"{task}.safetensors"
-        sapiens2.save_model(sapiens2.create_model("sapiens2_tiny", task=task), paths[task])
-    return paths
+def models(tiny_models):
+    return tiny_models
 
 
 def _predict(task, models, out, *inputs, extra=()):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-import sapiens2
 from sapiens2.cli.main import main
 from sapiens2.data.image import read_image
 from sapiens2.data.shards import write_image_shards
@@ -45,14 +44,8 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray_models")
-    torch.manual_seed(0)
-    paths = {}
-    for task in ("seg", "pose"):
-        paths[task] = root / f"{task}.safetensors"
-        sapiens2.save_model(sapiens2.create_model("sapiens2_tiny", task=task), paths[task])
-    return paths
+def models(tiny_models):
+    return tiny_models
 
 
 # ------------------------------------------------------------------------- listing and reading

@@ -23,13 +23,13 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sapiens2.cluster import ray_session
 from sapiens2.curate.balance import balance, seeded_rank
 from sapiens2.curate.config import CurateConfig
 from sapiens2.curate.dedup import deduplicate
@@ -59,30 +59,6 @@ class CurateResult:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@contextmanager
-def ray_session(address: str | None, num_cpus: int):
-    """Connect to a cluster (``address``) or start a local Ray limited to ``num_cpus`` CPUs; a session
-    started here (with one extra CPU for the parquet reads next to the workers) is shut down on exit, an already initialised one is reused and left running."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=num_cpus + 1, object_store_memory=256 * 1024 * 1024, **kwargs)
-        started = True
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _digest(*parts: Any) -> str:
@@ -198,7 +174,8 @@ class Pipeline:
         result.skipped = [s for s in STAGES if s not in todo]
         ray_stages = [s for s in todo if s in ("read", "analyse")]
         if ray_stages:
-            with ray_session(self.ray_address, self.cfg.workers):
+            # one extra CPU for the parquet reads next to the workers
+            with ray_session(self.ray_address, self.cfg.workers + 1, 256 * 1024 * 1024):
                 for s in ray_stages:
                     self._timed(s, digests[s], result, lambda s=s: self._ray_stage(s, units))
         if "select" in todo:
@@ -337,4 +314,4 @@ def curate(
     return Pipeline(source, out, config, **kwargs).run()
 
 
-__all__ = ["STAGES", "CurateResult", "Pipeline", "curate", "ray_session"]
+__all__ = ["STAGES", "CurateResult", "Pipeline", "curate"]

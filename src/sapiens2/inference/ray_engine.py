@@ -37,13 +37,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sapiens2.cluster import ray_session
 from sapiens2.data.image import decode_image_bytes, read_image
 from sapiens2.data.shards import IMAGE_EXTS as SHARD_IMAGE_EXTS
 from sapiens2.data.shards import ShardIndex, is_url
@@ -644,29 +644,9 @@ def _needs_results(writer) -> bool:
 
 
 # ---------------------------------------------------------------------------------- driver
-@contextmanager
-def ray_session(options: RayOptions):
-    """Connect to ``options.address``, or start a local Ray sized for the actors plus one CPU for
-    reading; a session started here is shut down on exit, one already running is reused."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if options.address:
-            ray.init(address=options.address, **kwargs)
-        else:
-            cpus = math.ceil(options.num_workers * options.cpus_per_worker) + 1
-            ray.init(num_cpus=cpus, **kwargs)
-        started = True
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
+def _local_cpus(options: RayOptions) -> int:
+    """CPUs of a local Ray: the actors' plus one for reading."""
+    return math.ceil(options.num_workers * options.cpus_per_worker) + 1
 
 
 def predict_ray(
@@ -725,7 +705,7 @@ def predict_ray(
                     stats.resumed, len(inputs), store.root, len(todo))  # fmt: skip
     finished: dict[str, dict] = {}
     if todo:
-        with ray_session(options):
+        with ray_session(options.address, _local_cpus(options)):
             finished = _run_dataset(
                 todo, make_predictor, make_writer, options, digest, boxes_table, mask_dir,
                 progress, stats, store,

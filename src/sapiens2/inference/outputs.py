@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -176,6 +177,16 @@ class Outputs:
         """A copy without the run's ordered state (for a render process)."""
         return type(self)(self.options)
 
+    def table_columns(self) -> list[tuple[str, Any]]:
+        """The task's own Parquet columns, ``(name, pyarrow type)``, after the common ones
+        (``predict --engine ray --output-format parquet``); none by default: dense maps are
+        files."""
+        return []
+
+    def table_values(self, result) -> dict[str, Any]:
+        """The values of :meth:`table_columns` for one result."""
+        return {}
+
 
 def _json(data) -> bytes:
     """JSON as the output files hold it (non-finite numbers refused)."""
@@ -198,6 +209,26 @@ class PoseOutputs(Outputs):
         "<name>_keypoints.json OpenPose JSON, BODY_25 + face 70 + hands 21 (with --openpose)",
     )
     frame_files = False
+
+    def table_columns(self):
+        import pyarrow as pa
+
+        f32 = pa.float32()
+        return [
+            ("boxes", pa.list_(pa.list_(f32, 4))),
+            ("box_scores", pa.list_(f32)),
+            ("keypoints", pa.list_(pa.list_(pa.list_(f32, 2)))),
+            ("keypoint_scores", pa.list_(pa.list_(f32))),
+        ]
+
+    def table_values(self, result):
+        return {
+            "boxes": result.boxes[:, :4].tolist(),
+            "box_scores": result.box_scores.tolist(),
+            "keypoints": result.keypoints.tolist(),
+            "keypoint_scores": result.scores.tolist(),
+        }
+
     light = True
 
     def __init__(self, options: WriterOptions) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sapiens2.data.shards import is_url
 from sapiens2.errors import UsageError
-from sapiens2.inference.outputs import Buffer, Sink
+from sapiens2.inference.outputs import Buffer, Outputs, Sink
 
 logger = logging.getLogger(__name__)
 
@@ -288,9 +288,11 @@ class ParquetOutput(ShardOutput):
         folder = CONTAINER_DIRS["parquet"]
         shard, table_name = f"{folder}/{batch}.tar", f"{folder}/{batch}.parquet"
         size, members = self._tar(shard, done)
-        rows = parquet_rows(self.writer.task, done, shard if size >= 0 else None, members)
+        rows = parquet_rows(
+            self.writer.task, self.writer.outputs, done, shard if size >= 0 else None, members
+        )
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(self.writer.task)), buf)
+        pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(self.writer.outputs)), buf)
         self.store.put(table_name, buf.getbuffer())
         files = {table_name: buf.getbuffer().nbytes}
         if size >= 0:
@@ -300,8 +302,9 @@ class ParquetOutput(ShardOutput):
         return batch, list(files), entries
 
 
-def parquet_schema(task: str) -> Any:
-    """The Parquet columns of ``task`` (docs/scale.md has the table)."""
+def parquet_schema(outputs: Outputs) -> Any:
+    """The Parquet columns of a task's outputs: the common ones, then the task's own
+    (:meth:`Outputs.table_columns`; docs/scale.md has the table)."""
     import pyarrow as pa
 
     columns = [
@@ -314,43 +317,34 @@ def parquet_schema(task: str) -> Any:
         ("shard", pa.string()),
         ("members", pa.list_(pa.string())),
     ]
-    if task == "pose":
-        f32 = pa.float32()
-        columns += [
-            ("boxes", pa.list_(pa.list_(f32, 4))),
-            ("box_scores", pa.list_(f32)),
-            ("keypoints", pa.list_(pa.list_(pa.list_(f32, 2)))),
-            ("keypoint_scores", pa.list_(pa.list_(f32))),
-        ]
-    return pa.schema(columns)
+    return pa.schema(columns + outputs.table_columns())
 
 
 def parquet_rows(
-    task: str, done: list[tuple[Any, Any, dict]], shard: str | None, members: list[list[str]]
+    task: str,
+    outputs: Outputs,
+    done: list[tuple[Any, Any, dict]],
+    shard: str | None,
+    members: list[list[str]],
 ) -> list[dict[str, Any]]:
     """One row per ``(frame, result, row)``: the input, the shard and members of its files, and
-    pose's boxes, box scores, keypoints ``(x, y)`` and keypoint scores as nested lists."""
+    the task's own values (pose: boxes, box scores, keypoints ``(x, y)``, keypoint scores)."""
     rows = []
     for (frame, result, ref), names in zip(done, members, strict=True):
         h, w = frame.rgb.shape[:2]
-        row: dict[str, Any] = {
-            "name": frame.name,
-            "source": ref["source"],
-            "key": ref["key"],
-            "task": task,
-            "width": w,
-            "height": h,
-            "shard": shard if names else None,
-            "members": names,
-        }
-        if task == "pose":
-            row.update(
-                boxes=result.boxes[:, :4].tolist(),
-                box_scores=result.box_scores.tolist(),
-                keypoints=result.keypoints.tolist(),
-                keypoint_scores=result.scores.tolist(),
-            )
-        rows.append(row)
+        rows.append(
+            {
+                "name": frame.name,
+                "source": ref["source"],
+                "key": ref["key"],
+                "task": task,
+                "width": w,
+                "height": h,
+                "shard": shard if names else None,
+                "members": names,
+                **outputs.table_values(result),
+            }
+        )
     return rows
 
 

@@ -147,7 +147,12 @@ def main() -> None:
             }
         )
         size = recipe.input_size
-        ev = {"input_size": size, "batch_size": 16, "flip_test": recipe.pose_flip_test}
+        ev = {
+            "input_size": size,
+            "batch_size": 16,
+            "flip_test": recipe.pose_flip_test,
+            "pointmap_normal_full_window": recipe.pointmap_normal_full_window,
+        }
         torch.manual_seed(recipe.seed)
         start = recipe_model(recipe)  # the head the recipe trains (its width)
         init_from(start, teacher)

@@ -28,9 +28,20 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def adapter_for(task: str, *, flip_test: bool = True, pose_sigma: float = 0.0) -> TaskAdapter:
-    """The evaluation adapter of ``task`` (its task module's ``adapter``)."""
-    return get_task(task).adapter(flip_test=flip_test, sigma=pose_sigma)
+def adapter_for(
+    task: str,
+    *,
+    flip_test: bool = True,
+    pose_sigma: float = 0.0,
+    pointmap_normal_full_window: bool = False,
+) -> TaskAdapter:
+    """The evaluation adapter of ``task`` (its task module's ``adapter``; the options are those
+    of ``TaskAdapter``, each used by its task only)."""
+    return get_task(task).adapter(
+        flip_test=flip_test,
+        sigma=pose_sigma,
+        pointmap_normal_full_window=pointmap_normal_full_window,
+    )
 
 
 class _Padded(Dataset):
@@ -82,6 +93,7 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = False,
+    pointmap_normal_full_window: bool = False,
 ) -> dict[str, Any]:
     """Task metrics of ``model`` on a dataset split (``docs/formats.md``; folders or shards).
 
@@ -94,6 +106,8 @@ def evaluate(
         max_samples: evaluate only the first N samples (0 = all).
         autocast: a context manager for mixed precision (None = none).
         rank, world_size: shard the split across ranks; metrics are reduced over all ranks.
+        pointmap_normal_full_window: pointmap: score the pointmap normals only where the whole
+            5×5 Sobel window is valid (a deviation, docs/metrics.md; False = official).
 
     Returns:
         The metric dict of the task (``mIoU``..., normal angle errors, pointmap distances, albedo
@@ -101,7 +115,9 @@ def evaluate(
     """
     import contextlib
 
-    adapter = adapter_for(task, flip_test=flip_test)
+    adapter = adapter_for(
+        task, flip_test=flip_test, pointmap_normal_full_window=pointmap_normal_full_window
+    )
     ds = adapter.dataset(data, split, False, input_size, 0)
     n = len(ds) if not max_samples else min(len(ds), max_samples)
     mine = list(range(rank, n, world_size))

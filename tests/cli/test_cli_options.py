@@ -87,6 +87,13 @@ def test_eval_flip_test_is_on_by_default():
     assert build_parser().parse_args(base).flip_test is True
 
 
+def test_eval_pointmap_normal_full_window_is_off_by_default():
+    base = ["eval", "--task", "pointmap", "--model", "m", "--data", "d"]
+    assert build_parser().parse_args(base).pointmap_normal_full_window is False
+    args = build_parser().parse_args([*base, "--pointmap-normal-full-window"])
+    assert args.pointmap_normal_full_window is True
+
+
 def test_messages_use_the_right_article(tmp_path, capsys):
     assert (a_task("albedo"), a_task("seg"), a_task("pose")) == ("an albedo", "a seg", "a pose")
     torch.manual_seed(0)

@@ -149,17 +149,23 @@ def test_normal_metric_resizes_and_counts_empty_samples():
 # --------------------------------------------------------------------------------------- pointmap
 
 
-def _ref_normals(pm):  # pm (H, W, 3) -> unit normals via OpenCV's 5x5 Sobel
-    gx = np.stack([cv2.Sobel(pm[..., c], cv2.CV_64F, 1, 0, ksize=5) for c in range(3)], -1)
-    gy = np.stack([cv2.Sobel(pm[..., c], cv2.CV_64F, 0, 1, ksize=5) for c in range(3)], -1)
+def _ref_normals(pm):  # pm (H, W, 3) -> normals via OpenCV's 5x5 Sobel, zero padding
+    def sobel(c, dx, dy):
+        return cv2.Sobel(pm[..., c], cv2.CV_64F, dx, dy, ksize=5, borderType=cv2.BORDER_CONSTANT)
+
+    gx = np.stack([sobel(c, 1, 0) for c in range(3)], -1)
+    gy = np.stack([sobel(c, 0, 1) for c in range(3)], -1)
     return np.cross(gx, gy)
 
 
-def test_pointmap_metric_matches_reference():
+@pytest.mark.parametrize("full_window", [False, True])
+def test_pointmap_metric_matches_reference(full_window):
+    # full_window=False (default): every valid pixel, as official; True: the deviation that keeps
+    # only pixels whose 5x5 window is valid. The masks touch the left and bottom image borders.
     rng = np.random.default_rng(4)
     h, w = 16, 14
     yy, xx = np.mgrid[0:h, 0:w] / 10.0
-    metric = PointmapMetric()
+    metric = PointmapMetric(normal_full_window=full_window)
     d_all, da_all, diff_all, nerr_all, scales, rel_all, rela_all = [], [], [], [], [], [], []
     for _ in range(3):
         z = 2 + 0.3 * np.sin(xx * 3) + 0.2 * yy**2 + rng.uniform(0, 1)
@@ -183,13 +189,15 @@ def test_pointmap_metric_matches_reference():
             borderType=cv2.BORDER_CONSTANT,
             borderValue=0,
         )
+        scored = full > 0 if full_window else m[0]
         gz = np.where(m[0][..., None], g[0].transpose(1, 2, 0), 0)
         nerr_all.append(
-            _angles(_ref_normals(p[0].transpose(1, 2, 0)), _ref_normals(gz), -1)[full > 0]
+            _angles(_ref_normals(p[0].transpose(1, 2, 0)), _ref_normals(gz), -1)[scored]
         )
     d, da, diff, ne = (np.concatenate(x) for x in (d_all, da_all, diff_all, nerr_all))
     out = metric.compute()
     assert out["num_pixels"] == d.size and out["num_normal_pixels"] == ne.size > 0
+    assert (ne.size < d.size) if full_window else (ne.size == d.size)
     assert out["l2_mean"] == pytest.approx(d.mean(), abs=1e-12)
     assert out["rmse"] == pytest.approx(np.sqrt(np.mean(d**2)), abs=1e-12)
     for i, ax in enumerate("xyz"):
@@ -207,6 +215,89 @@ def test_pointmap_metric_matches_reference():
     assert out["normal_rmse"] == pytest.approx(np.sqrt(np.mean(ne**2)), abs=1e-8)
     for t in (5, 11.25, 22.5, 30):
         assert out[f"normal_within_{t:g}"] == pytest.approx(np.mean(ne < t), abs=1e-12)
+
+
+def test_pointmap_normals_official_default_by_hand_written_sobel():
+    # The official rule on a 6x5 example: both full pointmaps (the target 0 outside the mask, the
+    # prediction as it is) through the 5x5 Sobel kernels written out by hand, zero padding at the
+    # image border, cross product, angle at every valid pixel; float64 loops, no cv2 / torch.
+    kx = np.array(
+        [
+            [-1, -2, 0, 2, 1],
+            [-4, -8, 0, 8, 4],
+            [-6, -12, 0, 12, 6],
+            [-4, -8, 0, 8, 4],
+            [-1, -2, 0, 2, 1],
+        ],
+        np.float64,
+    )
+    ky = kx.T
+    rng = np.random.default_rng(11)
+    h, w = 6, 5
+    g = rng.uniform(1, 3, size=(3, h, w))
+    p = g + rng.normal(scale=0.3, size=g.shape)
+    m = np.ones((h, w), bool)
+    m[0, :2] = m[4:, 3:] = m[2, 2] = False
+    gz = np.where(m, g, 0.0)
+
+    def normals(pm):
+        padded = np.pad(pm, ((0, 0), (2, 2), (2, 2)))
+        n = np.zeros((h, w, 3))
+        for i in range(h):
+            for j in range(w):
+                win = padded[:, i : i + 5, j : j + 5]
+                dx = np.array([np.sum(kx * win[c]) for c in range(3)])
+                dy = np.array([np.sum(ky * win[c]) for c in range(3)])
+                n[i, j] = np.cross(dx, dy)
+        return n
+
+    theta = _angles(normals(p), normals(gz), -1)[m]
+    metric = PointmapMetric(scale_aligned=False)
+    metric.update(p, g, m)
+    out = metric.compute()
+    assert out["num_normal_pixels"] == out["num_pixels"] == m.sum() == theta.size
+    assert out["normal_mean"] == pytest.approx(theta.mean(), abs=1e-9)
+    assert out["normal_rmse"] == pytest.approx(np.sqrt(np.mean(theta**2)), abs=1e-9)
+    for t in (5, 11.25, 22.5, 30):
+        assert out[f"normal_within_{t:g}"] == pytest.approx(np.mean(theta < t), abs=1e-12)
+    # no pixel of this 6x5 image has a whole valid 5x5 window
+    interior = PointmapMetric(scale_aligned=False, normal_full_window=True)
+    interior.update(p, g, m)
+    assert interior.compute()["num_normal_pixels"] == 0
+
+
+def test_pointmap_normal_full_window_option_on_a_plane():
+    # A plane z = 2 + 0.1 x + 0.2 y seen by a pinhole; the prediction is the plane everywhere,
+    # the target is the plane on a rectangle inside the image and 0 around it. Inside the
+    # rectangle the two agree exactly, so only windows reaching the zeros differ.
+    h, w = 14, 14
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    u, v = (xx - 6.5) / 10, (yy - 6.5) / 10
+    z = 2 / (1 - 0.1 * u - 0.2 * v)  # the ray (u, v, 1)·z meets the plane
+    plane = np.stack([u * z, v * z, z])
+    m = np.zeros((h, w), bool)
+    m[3:10, 2:11] = True  # 7 x 9 pixels, at least 2 from the image border
+    official = PointmapMetric(scale_aligned=False)
+    interior = PointmapMetric(scale_aligned=False, normal_full_window=True)
+    for metric in (official, interior):
+        metric.update(plane, np.where(m, plane, 0.0), m)
+    a, b = official.compute(), interior.compute()
+    assert a["num_pixels"] == b["num_pixels"] == 63
+    assert a["l2_mean"] == b["l2_mean"] == 0.0
+    # official: all 63 valid pixels, the 48 within 2 pixels of the mask edge see the zeros
+    assert a["num_normal_pixels"] == 63
+    assert a["normal_mean"] > 10 and a["normal_within_5"] == pytest.approx(15 / 63)
+    # the option: only the 3 x 5 pixels whose 5x5 window is inside the mask, all exact
+    assert b["num_normal_pixels"] == 15
+    assert b["normal_mean"] == pytest.approx(0.0, abs=1e-5) and b["normal_within_5"] == 1.0
+
+
+def test_pointmap_normal_full_window_reaches_the_metric_from_evaluation():
+    from sapiens2.evaluation import adapter_for
+
+    assert adapter_for("pointmap").metric(None, "val").normal_full_window is False
+    adapter = adapter_for("pointmap", pointmap_normal_full_window=True)
+    assert adapter.metric(None, "val").normal_full_window is True
 
 
 def test_least_squares_scale_is_optimal_and_recovers_scaled_predictions():

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pose: skip the flipped second pass",
     )
     add_hidden_alias(parser, "--no-flip", "--no-flip-test")  # the earlier name still works
+    parser.add_argument(
+        "--pointmap-normal-full-window",
+        action="store_true",
+        help="pointmap: score the pointmap normals only where the whole 5x5 Sobel window is "
+        "valid (a deviation, docs/metrics.md; default: every valid pixel, as official)",
+    )
     add_device_argument(parser)
     parser.add_argument(
         "--dtype", default="fp32", help="weight and compute dtype: fp32, bf16 or fp16"
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         flip_test=args.flip_test,
         max_samples=args.max_samples,
         progress=True,
+        pointmap_normal_full_window=args.pointmap_normal_full_window,
     )
     report = {
         "task": args.task,

@@ -62,6 +62,9 @@ class TaskAdapter:
     Args:
         flip_test: pose: average with the flipped input's heatmaps.
         sigma: pose: heatmap Gaussian sigma in heatmap pixels (0 = the official, scaled).
+        pointmap_normal_full_window: pointmap: score the pointmap normals only where the whole
+            5×5 Sobel window is valid (``PointmapMetric(normal_full_window=True)``, a deviation;
+            False = every valid pixel, official).
     """
 
     task = ""
@@ -69,9 +72,12 @@ class TaskAdapter:
     primary_metric = ""
     higher_is_better = True
 
-    def __init__(self, flip_test: bool = True, sigma: float = 0.0) -> None:
+    def __init__(
+        self, flip_test: bool = True, sigma: float = 0.0, pointmap_normal_full_window: bool = False
+    ) -> None:
         self.flip_test = flip_test
         self.sigma = sigma
+        self.pointmap_normal_full_window = pointmap_normal_full_window
 
     def dataset(self, data, split: str, train: bool, input_size, seed: int, augment: bool = True):
         """``train`` selects the training behaviour (dropping unusable samples); ``augment`` the

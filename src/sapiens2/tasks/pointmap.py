@@ -51,7 +51,7 @@ class PointmapAdapter(TaskAdapter):
     )
 
     def metric(self, data, split):
-        return PointmapMetric()
+        return PointmapMetric(normal_full_window=self.pointmap_normal_full_window)
 
     def update_metric(self, metric, pred, batch):
         metric.update(

@@ -70,6 +70,9 @@ class Recipe:
     # the normals-from-pointmap term skips mask-border pixels (their official "normals" are built
     # from points outside the mask)
     pointmap_normal_drop_boundary: bool = False
+    # pointmap validation metric deviation (docs/metrics.md), off = official: score the pointmap
+    # normals only where the whole 5x5 Sobel window is inside the mask
+    pointmap_normal_full_window: bool = False
     # channels of every head stage (0: the arch's official head; see models.task.widen_head)
     head_width: int = 0
     augment: bool = True  # the official training augmentations (off: the eval pipeline)

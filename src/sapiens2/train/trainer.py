@@ -128,7 +128,10 @@ class Trainer:
         self.init, self.resume = init, resume
         self.info = dist_utils.init_distributed(device)
         self.adapter: TaskAdapter = adapter_for(
-            recipe.task, flip_test=recipe.pose_flip_test, pose_sigma=recipe.pose_sigma
+            recipe.task,
+            flip_test=recipe.pose_flip_test,
+            pose_sigma=recipe.pose_sigma,
+            pointmap_normal_full_window=recipe.pointmap_normal_full_window,
         )
 
     # ---------------------------------------------------------------- setup
@@ -271,6 +274,7 @@ class Trainer:
             autocast=self.autocast,
             rank=info.rank,
             world_size=info.world_size,
+            pointmap_normal_full_window=r.pointmap_normal_full_window,
         )
 
     def _validate_and_log(self, step: int, run: TrainingRun) -> dict[str, Any]:

@@ -31,6 +31,7 @@ SETS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo")
 def test_fsdp2_two_processes_match_one_and_resume_exactly(tmp_path: Path):
     data = write_image_shards(tmp_path / "shards", 8)

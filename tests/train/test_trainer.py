@@ -215,6 +215,7 @@ class _Hostile:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on linux")
 def test_fsdp2_two_processes_match_one_process_and_resume(synth_data, tmp_path):
     # clip_grad 0.1 < the gradient norms (~0.5): clipping of sharded gradients is exercised

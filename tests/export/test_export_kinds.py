@@ -45,7 +45,10 @@ def test_every_task_and_the_detector_has_an_export_entry():
     assert set(KINDS) == {*TASKS, "detector"}
 
 
-@pytest.mark.parametrize("task", TASKS)
+# pose in the quick suite; the other tasks' heads with the slow tests (one torch.export each)
+@pytest.mark.parametrize(
+    "task", [t if t == "pose" else pytest.param(t, marks=pytest.mark.slow) for t in TASKS]
+)
 def test_pt2_round_trip_with_a_dynamic_batch(task, tmp_path):
     model, size = _tiny(task), _size(task)
     out = tmp_path / f"{task}.pt2"

@@ -131,6 +131,7 @@ def test_prototypes_stay_frozen_for_the_configured_steps(shards, tmp_path):
         get_recipe("tiny", ["distill.freeze_prototypes_steps=-1"])
 
 
+@pytest.mark.slow  # seven (four) forked runs killed and resumed
 @pytest.mark.skipif(sys.platform != "linux", reason="fork and SIGKILL")
 def test_kill_9_then_resume_auto_continues_exactly(shards, tmp_path):
     """Killed during the first checkpoint write (nothing complete yet: a fresh start), between

@@ -82,6 +82,7 @@ def test_grad_accumulation_equals_the_large_batch(synth_data, tmp_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.slow  # seven (four) forked runs killed and resumed
 @pytest.mark.skipif(sys.platform != "linux", reason="fork and SIGKILL")
 def test_kill_9_at_any_moment_then_resume_auto_continues_exactly(synth_data, tmp_path):
     """A real process SIGKILLs itself at six moments (four inside a checkpoint write, one between

@@ -322,8 +322,9 @@ def train_joint(args, device) -> dict:
 
 
 def train_heads(args, device) -> dict:
-    """Stage 2, on the frozen stage-1 backbone for ``--heads-minutes``: a matting head from scratch
-    and more steps for the pose head (the slowest task of stage 1)."""
+    """Stage 2, on the frozen stage-1 backbone for ``--heads-minutes``: a matting head (from scratch,
+    or from ``--init``'s matting model) and more steps for the pose head (the slowest task of
+    stage 1)."""
     import sapiens2
     from sapiens2.data.datasets import MattingDataset, PoseDataset, collate
     from sapiens2.models.factory import init_weights
@@ -339,6 +340,12 @@ def train_heads(args, device) -> dict:
         "matting", backbone.cfg.embed_dim, demo_heads(backbone.cfg)["matting"]
     )
     init_weights(matting_head)
+    earlier = None if args.init is None else args.init / "matting.safetensors"
+    if earlier is not None and earlier.is_file():  # the earlier run's head, on its own backbone
+        matting_head.load_state_dict(
+            sapiens2.load_model(earlier, dtype="fp32").decode_head.state_dict()
+        )
+        logger.info("matting head initialised from %s", earlier)
     heads = {"matting": matting_head.to(device).train(), "pose": pose_model.decode_head.train()}
     losses = {"matting": create_loss("matting"),
               "pose": create_loss("pose", PoseLossWeights(ohkm_topk=32))}  # fmt: skip

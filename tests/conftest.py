@@ -137,6 +137,21 @@ def _seed():
     torch.manual_seed(0)
 
 
+def video_frames(path) -> list:
+    """Every frame of a video file as OpenCV decodes it (BGR uint8 arrays)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
 def run_cli_in_child(argv: list[str], env: dict[str, str] | None = None) -> int:
     """Runs ``sapiens2 ARGV`` in a forked child process (with this process's imports, one torch
     thread) and returns its exit code: negative for a signal, e.g. -9 after a SIGKILL (Linux)."""

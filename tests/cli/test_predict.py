@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tests.conftest import small_pointmap_model
+from tests.conftest import small_pointmap_model, video_frames
 
 import sapiens2
 from sapiens2.cli.main import main
@@ -77,24 +77,13 @@ def _picture(path, min_width):
     return img
 
 
-def _video_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    return frames
-
-
 def _common_checks(out, capsys, picture_min_width):
     text = capsys.readouterr().out
     assert "5 frame(s) (3 image(s), 2 video frame(s) from 1 video(s))" in text
     assert "skipped 1 unreadable file(s)" in text and "broken.jpg" in text
     for name in ("a", "b", "single"):
         _picture(out / f"{name}.jpg", picture_min_width)
-    frames = _video_frames(out / "clip.mp4")
+    frames = video_frames(out / "clip.mp4")
     assert len(frames) == 2 and frames[0].shape[0] == H
 
 
@@ -264,7 +253,7 @@ def long_video(tmp_path_factory):
         flat = np.full((H, W, 3), 40 * i, np.uint8)
         writer.write(flat if i % 2 else rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
     writer.release()
-    assert len(_video_frames(path)) == 7
+    assert len(video_frames(path)) == 7
     return path
 
 
@@ -274,7 +263,7 @@ def test_every_video_frame_is_in_the_output_video(models, long_video, tmp_path, 
     size = [] if task == "pointmap" else ARGS_SIZE
     argv = ["predict", "--task", task, "--model", str(models[task]), "--out", str(out)]
     assert main([*argv, "--device", "cpu", *size, str(long_video)]) == 0
-    frames = _video_frames(out / "long.mp4")
+    frames = video_frames(out / "long.mp4")
     assert len(frames) == 7 and len({f.shape for f in frames}) == 1
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 
-import cv2
 import numpy as np
 import pytest
+from tests.conftest import video_frames
 
 from sapiens2.errors import OutputError
 from sapiens2.inference import writer as writer_mod
@@ -21,18 +21,6 @@ def _frames(n=5, size=(33, 47)):
     return [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def _decoded(path):
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def test_without_pyav_auto_falls_back_to_mp4v(tmp_path, monkeypatch):
     monkeypatch.setattr(writer_mod, "have_pyav", lambda: False)
     video = _Video(tmp_path / "v.mp4", 5.0, (32, 48))
@@ -40,7 +28,7 @@ def test_without_pyav_auto_falls_back_to_mp4v(tmp_path, monkeypatch):
     for f in _frames(size=(32, 48)):
         video.write(f)
     video.close()
-    frames = _decoded(tmp_path / "v.mp4")
+    frames = video_frames(tmp_path / "v.mp4")
     assert len(frames) == 5 and frames[0].shape == (32, 48, 3)
     assert b"mp4v" in (tmp_path / "v.mp4").read_bytes()  # the MP4 sample entry of MPEG-4 part 2
 
